@@ -1,0 +1,36 @@
+// Read-only memory map of a whole file. Owned by whoever holds the shared_ptr; views
+// into it (TensorView) stay valid while any holder lives.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "engine/core/status.h"
+
+namespace compressd {
+
+class MmapFile {
+ public:
+  static absl::StatusOr<std::shared_ptr<MmapFile>> Open(const std::string& path);
+  // A copy of `bytes` kept in memory (tests, fuzzers): same interface as a mapped file.
+  static std::shared_ptr<MmapFile> FromBytes(std::string bytes, std::string name = "<memory>");
+  ~MmapFile();
+  MmapFile(const MmapFile&) = delete;
+  MmapFile& operator=(const MmapFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MmapFile() = default;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  bool mapped_ = false;
+  std::string owned_;
+  std::string path_;
+};
+
+}  // namespace compressd
