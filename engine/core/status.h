@@ -17,7 +17,7 @@
 
 // ASSIGN_OR_RETURN(auto x, MakeX()); declares/assigns x or returns the error.
 #define ASSIGN_OR_RETURN(lhs, rexpr) \
-  ASSIGN_OR_RETURN_IMPL(COMPRESSD_CONCAT(_statusor_, __LINE__), lhs, rexpr)
+  ASSIGN_OR_RETURN_IMPL(COMPRESSD_CONCAT(_statusor_, __COUNTER__), lhs, rexpr)
 #define ASSIGN_OR_RETURN_IMPL(tmp, lhs, rexpr) \
   auto tmp = (rexpr);                          \
   if (!tmp.ok()) return tmp.status();          \

@@ -23,12 +23,17 @@ void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
     // Spin for a short while: decode issues dispatches back to back.
-    auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-    while (generation_.load(std::memory_order_acquire) == seen &&
-           std::chrono::steady_clock::now() < spin_until) {
+    auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == seen &&
+                        std::chrono::steady_clock::now() < spin_until;
+         ++spins) {
+      if (spins < 1000) {
 #if defined(__x86_64__)
-      __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
+      } else {
+        std::this_thread::yield();
+      }
     }
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mu_);
@@ -54,20 +59,32 @@ void ThreadPool::RunOnAll(const std::function<void(int)>& fn) {
   }
   cv_.notify_all();
   fn(0);
-  while (pending_.load(std::memory_order_acquire) != 0) {
+  // Spin briefly, then yield: on an oversubscribed machine the worker may be descheduled
+  // and pure spinning would hold the core it needs.
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < 2000) {
 #if defined(__x86_64__)
-    __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
+    } else {
+      std::this_thread::yield();
+    }
   }
   task_ = nullptr;
 }
 
 void ThreadPool::ParallelFor(int64_t n, int64_t align,
-                             const std::function<void(int64_t, int64_t)>& fn) {
+                             const std::function<void(int64_t, int64_t)>& fn,
+                             int64_t cost_per_unit) {
   if (n <= 0) return;
   align = std::max<int64_t>(1, align);
   const int64_t units = (n + align - 1) / align;
-  const int threads = static_cast<int>(std::min<int64_t>(num_threads_, units));
+  // Below ~32k multiply-adds per thread the hand-off costs more than it saves.
+  constexpr int64_t kMinWorkPerThread = 1 << 15;
+  const int64_t total = n * std::max<int64_t>(1, cost_per_unit);
+  const int64_t by_work = std::max<int64_t>(1, total / kMinWorkPerThread);
+  const int threads =
+      static_cast<int>(std::min<int64_t>(std::min<int64_t>(num_threads_, units), by_work));
   if (threads <= 1) {
     fn(0, n);
     return;

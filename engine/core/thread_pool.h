@@ -25,7 +25,10 @@ class ThreadPool {
 
   // Runs fn(begin, end) over [0, n) split into contiguous chunks, aligned to `align`,
   // one chunk per thread; returns when all chunks are done.
-  void ParallelFor(int64_t n, int64_t align, const std::function<void(int64_t, int64_t)>& fn);
+  // cost_per_unit (roughly multiply-adds per unit) keeps small loops on the calling
+  // thread: waking a worker costs microseconds, more than a tiny loop.
+  void ParallelFor(int64_t n, int64_t align, const std::function<void(int64_t, int64_t)>& fn,
+                   int64_t cost_per_unit = 1 << 20);
 
   // Runs fn(thread_index) once on each of the num_threads threads.
   void RunOnAll(const std::function<void(int)>& fn);

@@ -32,7 +32,9 @@ class Tokenizer {
   virtual std::vector<int32_t> Encode(std::string_view text, bool add_special,
                                       bool parse_special = true) const = 0;
 
-  // Concatenated bytes of the tokens (may end in a partial UTF-8 sequence).
+  // Concatenated bytes of the tokens (may end in a partial UTF-8 sequence). For spm
+  // vocabularies with add_space_prefix, one leading space of the result is dropped (what
+  // the encoder prepended), as Hugging Face's decoder does, so Decode(Encode(t)) == t.
   virtual std::string Decode(const std::vector<int32_t>& ids, bool skip_special = true) const = 0;
 
   // Bytes one token contributes to decoded text. For spm the leading-space rule of the

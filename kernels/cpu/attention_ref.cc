@@ -1,9 +1,20 @@
 #include <cmath>
 
 #include "kernels/attention.h"
+#include "kernels/cpu_features.h"
 #include "kernels/ops.h"
 
 namespace compressd::kernels {
+
+// Defined in ops_ref.cc and attention_avx{2,512}.cc; not (yet) declared in the headers.
+// TODO(lead): move into ops.h / attention.h.
+void SoftmaxInPlaceRef(float* x, int64_t n);
+void AttendDenseAvx2(const DenseKvLayout& layout, int n_heads, const float* q,
+                     const void* const* k_blocks, const void* const* v_blocks, int n_ctx,
+                     float scale, float* out, float* scratch, int head_begin, int head_end);
+void AttendDenseAvx512(const DenseKvLayout& layout, int n_heads, const float* q,
+                       const void* const* k_blocks, const void* const* v_blocks, int n_ctx,
+                       float scale, float* out, float* scratch, int head_begin, int head_end);
 namespace {
 
 inline float Load(DType t, const void* base, int64_t i) {
@@ -51,7 +62,7 @@ void AttendDenseRef(const DenseKvLayout& l, int n_heads, const float* q,
       for (int d = 0; d < l.head_dim; ++d) s += static_cast<double>(qh[d]) * Load(l.dtype, kb, base + d);
       scratch[t] = static_cast<float>(s) * scale;
     }
-    SoftmaxInPlace(scratch, n_ctx);
+    SoftmaxInPlaceRef(scratch, n_ctx);  // the oracle uses only scalar code
     float* oh = out + static_cast<int64_t>(h) * l.head_dim;
     for (int d = 0; d < l.head_dim; ++d) oh[d] = 0.0f;
     for (int t = 0; t < n_ctx; ++t) {
@@ -66,6 +77,16 @@ void AttendDenseRef(const DenseKvLayout& l, int n_heads, const float* q,
 void AttendDense(const DenseKvLayout& l, int n_heads, const float* q, const void* const* k_blocks,
                  const void* const* v_blocks, int n_ctx, float scale, float* out, float* scratch,
                  int head_begin, int head_end) {
+  switch (ActiveIsa()) {
+    case CpuIsa::kAvx512:
+      return AttendDenseAvx512(l, n_heads, q, k_blocks, v_blocks, n_ctx, scale, out, scratch,
+                               head_begin, head_end);
+    case CpuIsa::kAvx2:
+      return AttendDenseAvx2(l, n_heads, q, k_blocks, v_blocks, n_ctx, scale, out, scratch,
+                             head_begin, head_end);
+    case CpuIsa::kScalar:
+      break;
+  }
   AttendDenseRef(l, n_heads, q, k_blocks, v_blocks, n_ctx, scale, out, scratch, head_begin,
                  head_end);
 }

@@ -1,10 +1,31 @@
-// Scalar element-wise ops. The dispatching entry points fall back to these.
+// Scalar element-wise ops (the *Ref oracles) and the entry points of ops.h, which dispatch
+// on ActiveIsa() to ops_avx2.cc / ops_avx512.cc.
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu_features.h"
 #include "kernels/ops.h"
 
 namespace compressd::kernels {
+
+// Per-ISA versions and the references that ops.h does not declare (yet): declared here and
+// in tests/kernels/ops_test.cc. TODO(lead): move these declarations into ops.h.
+void RopeRotateHalfRef(float* v, int n_heads, int head_dim, const float* cos, const float* sin);
+void AddInPlaceRef(float* y, const float* x, int64_t n);
+void SoftmaxInPlaceRef(float* x, int64_t n);
+float DotRef(const float* a, const float* b, int64_t n);
+void RmsNormAvx2(const float* x, const float* w, int64_t n, float eps, float* out);
+void RmsNormAvx512(const float* x, const float* w, int64_t n, float eps, float* out);
+void SiluMulAvx2(const float* gate, const float* up, float* out, int64_t n);
+void SiluMulAvx512(const float* gate, const float* up, float* out, int64_t n);
+void AddInPlaceAvx2(float* y, const float* x, int64_t n);
+void AddInPlaceAvx512(float* y, const float* x, int64_t n);
+void SoftmaxInPlaceAvx2(float* x, int64_t n);
+void SoftmaxInPlaceAvx512(float* x, int64_t n);
+float DotAvx2(const float* a, const float* b, int64_t n);
+float DotAvx512(const float* a, const float* b, int64_t n);
+void RopeRotateHalfAvx2(float* v, int n_heads, int head_dim, const float* cos, const float* sin);
+void RopeRotateHalfAvx512(float* v, int n_heads, int head_dim, const float* cos, const float* sin);
 
 void RmsNormRef(const float* x, const float* w, int64_t n, float eps, float* out) {
   double ss = 0.0;
@@ -14,10 +35,18 @@ void RmsNormRef(const float* x, const float* w, int64_t n, float eps, float* out
 }
 
 void RmsNorm(const float* x, const float* w, int64_t n, float eps, float* out) {
+  switch (ActiveIsa()) {
+    case CpuIsa::kAvx512:
+      return RmsNormAvx512(x, w, n, eps, out);
+    case CpuIsa::kAvx2:
+      return RmsNormAvx2(x, w, n, eps, out);
+    case CpuIsa::kScalar:
+      break;
+  }
   RmsNormRef(x, w, n, eps, out);
 }
 
-void RopeRotateHalf(float* v, int n_heads, int head_dim, const float* cos, const float* sin) {
+void RopeRotateHalfRef(float* v, int n_heads, int head_dim, const float* cos, const float* sin) {
   const int half = head_dim / 2;
   for (int h = 0; h < n_heads; ++h) {
     float* p = v + static_cast<int64_t>(h) * head_dim;
@@ -29,6 +58,18 @@ void RopeRotateHalf(float* v, int n_heads, int head_dim, const float* cos, const
   }
 }
 
+void RopeRotateHalf(float* v, int n_heads, int head_dim, const float* cos, const float* sin) {
+  switch (ActiveIsa()) {
+    case CpuIsa::kAvx512:
+      return RopeRotateHalfAvx512(v, n_heads, head_dim, cos, sin);
+    case CpuIsa::kAvx2:
+      return RopeRotateHalfAvx2(v, n_heads, head_dim, cos, sin);
+    case CpuIsa::kScalar:
+      break;
+  }
+  RopeRotateHalfRef(v, n_heads, head_dim, cos, sin);
+}
+
 void SiluMulRef(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
@@ -37,14 +78,34 @@ void SiluMulRef(const float* gate, const float* up, float* out, int64_t n) {
 }
 
 void SiluMul(const float* gate, const float* up, float* out, int64_t n) {
+  switch (ActiveIsa()) {
+    case CpuIsa::kAvx512:
+      return SiluMulAvx512(gate, up, out, n);
+    case CpuIsa::kAvx2:
+      return SiluMulAvx2(gate, up, out, n);
+    case CpuIsa::kScalar:
+      break;
+  }
   SiluMulRef(gate, up, out, n);
 }
 
-void AddInPlace(float* y, const float* x, int64_t n) {
+void AddInPlaceRef(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
-void SoftmaxInPlace(float* x, int64_t n) {
+void AddInPlace(float* y, const float* x, int64_t n) {
+  switch (ActiveIsa()) {
+    case CpuIsa::kAvx512:
+      return AddInPlaceAvx512(y, x, n);
+    case CpuIsa::kAvx2:
+      return AddInPlaceAvx2(y, x, n);
+    case CpuIsa::kScalar:
+      break;
+  }
+  AddInPlaceRef(y, x, n);
+}
+
+void SoftmaxInPlaceRef(float* x, int64_t n) {
   float mx = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
   if (!std::isfinite(mx)) {
@@ -60,10 +121,34 @@ void SoftmaxInPlace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-float Dot(const float* a, const float* b, int64_t n) {
+void SoftmaxInPlace(float* x, int64_t n) {
+  switch (ActiveIsa()) {
+    case CpuIsa::kAvx512:
+      return SoftmaxInPlaceAvx512(x, n);
+    case CpuIsa::kAvx2:
+      return SoftmaxInPlaceAvx2(x, n);
+    case CpuIsa::kScalar:
+      break;
+  }
+  SoftmaxInPlaceRef(x, n);
+}
+
+float DotRef(const float* a, const float* b, int64_t n) {
   float s = 0.0f;
   for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
   return s;
+}
+
+float Dot(const float* a, const float* b, int64_t n) {
+  switch (ActiveIsa()) {
+    case CpuIsa::kAvx512:
+      return DotAvx512(a, b, n);
+    case CpuIsa::kAvx2:
+      return DotAvx2(a, b, n);
+    case CpuIsa::kScalar:
+      break;
+  }
+  return DotRef(a, b, n);
 }
 
 }  // namespace compressd::kernels

@@ -1,0 +1,155 @@
+#include "engine/compress/linear.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "engine/core/logging.h"
+#include "kernels/gemm.h"
+
+namespace compressd {
+namespace {
+
+const char* DenseName(DType t) {
+  switch (t) {
+    case DType::kF32: return "f32";
+    case DType::kF16: return "f16";
+    case DType::kBF16: return "bf16";
+    default: return "?";
+  }
+}
+
+}  // namespace
+
+uint64_t Linear::bytes() const {
+  uint64_t b = w.data_bytes;
+  for (size_t a : w.aux_bytes) b += a;
+  if (first) b += first->bytes();
+  return b;
+}
+
+absl::StatusOr<std::vector<float>> TensorToF32(const TensorView& t) {
+  if (t.storage != StorageType::kPlain) {
+    return absl::UnimplementedError(absl::StrCat("tensor ", t.name,
+                                                 ": block-quantized storage cannot be read as "
+                                                 "a plain vector"));
+  }
+  const int64_t n = t.numel();
+  if (static_cast<size_t>(n) * kernels::DTypeSize(t.dtype) > t.bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": data shorter than shape"));
+  }
+  std::vector<float> out(static_cast<size_t>(n));
+  switch (t.dtype) {
+    case DType::kF32:
+      std::memcpy(out.data(), t.data, n * sizeof(float));
+      break;
+    case DType::kF16: {
+      const auto* p = static_cast<const uint16_t*>(t.data);
+      for (int64_t i = 0; i < n; ++i) out[i] = kernels::F16ToF32(p[i]);
+      break;
+    }
+    case DType::kBF16: {
+      const auto* p = static_cast<const uint16_t*>(t.data);
+      for (int64_t i = 0; i < n; ++i) out[i] = kernels::BF16ToF32(p[i]);
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "tensor %s has dtype %s; expected F32, F16 or BF16", t.name, kernels::DTypeName(t.dtype)));
+  }
+  return out;
+}
+
+absl::StatusOr<Linear> MakeDenseLinear(const TensorView& t, DType target) {
+  if (t.shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " is not a matrix"));
+  }
+  Linear l;
+  l.w.rows = t.shape[0];
+  l.w.cols = t.shape[1];
+  l.w.format.kind = kernels::WeightKind::kDense;
+  const bool plain_ok = t.storage == StorageType::kPlain &&
+                        (t.dtype == DType::kF32 || t.dtype == DType::kF16 ||
+                         t.dtype == DType::kBF16);
+  if (plain_ok && t.dtype == target) {
+    if (kernels::DenseBytes(t.dtype, l.w.rows, l.w.cols) > t.bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": data shorter than shape"));
+    }
+    l.w.format.dtype = t.dtype;
+    l.w.data = t.data;
+    l.w.data_bytes = t.bytes;
+    l.storage.push_back(t.owner);
+    l.format_name = DenseName(t.dtype);
+    return l;
+  }
+  ASSIGN_OR_RETURN(std::vector<float> f, TensorToF32(t));
+  const size_t n = f.size();
+  l.w.format.dtype = target;
+  l.format_name = DenseName(target);
+  if (target == DType::kF32) {
+    auto buf = std::make_shared<std::vector<float>>(std::move(f));
+    l.w.data = buf->data();
+    l.w.data_bytes = n * 4;
+    l.storage.push_back(std::shared_ptr<const void>(buf, buf->data()));
+  } else {
+    auto buf = std::make_shared<std::vector<uint16_t>>(n);
+    for (size_t i = 0; i < n; ++i) {
+      (*buf)[i] = target == DType::kBF16 ? kernels::F32ToBF16(f[i]) : kernels::F32ToF16(f[i]);
+    }
+    l.w.data = buf->data();
+    l.w.data_bytes = n * 2;
+    l.storage.push_back(std::shared_ptr<const void>(buf, buf->data()));
+  }
+  return l;
+}
+
+void LinearForwardMany(const std::vector<const Linear*>& ls, const float* x, int64_t n,
+                       const std::vector<float*>& outputs, ThreadPool& pool) {
+  // One dispatch over the concatenated row space of all linears (they share the input).
+  std::vector<int64_t> offsets(ls.size() + 1, 0);
+  int64_t align = 1;
+  for (size_t i = 0; i < ls.size(); ++i) {
+    CHECK(!ls[i]->first);
+    offsets[i + 1] = offsets[i] + ls[i]->rows();
+    align = std::max(align, kernels::GemmRowAlign(ls[i]->w.format));
+  }
+  // Rows per chunk must respect each linear's alignment: split per linear boundary.
+  pool.ParallelFor(offsets.back(), align, [&](int64_t b, int64_t e) {
+    for (size_t i = 0; i < ls.size(); ++i) {
+      const int64_t lb = std::max(b, offsets[i]), le = std::min(e, offsets[i + 1]);
+      if (lb >= le) continue;
+      const Linear& l = *ls[i];
+      kernels::Gemm(l.w, x, n, outputs[i], l.rows(), lb - offsets[i], le - offsets[i]);
+    }
+  }, n * ls[0]->cols());
+  for (size_t i = 0; i < ls.size(); ++i) {
+    const Linear& l = *ls[i];
+    if (l.bias.empty()) continue;
+    for (int64_t t = 0; t < n; ++t) {
+      float* y = outputs[i] + t * l.rows();
+      for (int64_t r = 0; r < l.rows(); ++r) y[r] += l.bias[r];
+    }
+  }
+}
+
+void LinearForward(const Linear& l, const float* x, int64_t n, float* y, int64_t ldy,
+                   ThreadPool& pool, std::vector<float>* scratch) {
+  const float* in = x;
+  if (l.first) {
+    const Linear& v = *l.first;
+    scratch->resize(static_cast<size_t>(n * v.rows()));
+    LinearForward(v, x, n, scratch->data(), v.rows(), pool, nullptr);
+    in = scratch->data();
+  }
+  const int64_t align = kernels::GemmRowAlign(l.w.format);
+  pool.ParallelFor(l.rows(), align, [&](int64_t b, int64_t e) {
+    kernels::Gemm(l.w, in, n, y, ldy, b, e);
+  }, n * l.w.cols);
+  if (!l.bias.empty()) {
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t r = 0; r < l.rows(); ++r) y[t * ldy + r] += l.bias[r];
+    }
+  }
+}
+
+}  // namespace compressd

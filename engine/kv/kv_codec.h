@@ -1,0 +1,70 @@
+// KvCodec: owns the byte layout of one KV block (block_size tokens of one layer, K and V)
+// and the attention kernel that reads encoded blocks directly. The block pool and the
+// scheduler never interpret these bytes.
+//
+// Threads: Store and Attend are called from the engine's worker threads on disjoint
+// blocks/heads; codecs hold no mutable state outside the block bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/core/status.h"
+
+namespace compressd {
+
+struct KvGeometry {
+  int32_t n_layers = 0;
+  int32_t n_heads = 0;     // query heads
+  int32_t n_kv_heads = 0;
+  int32_t head_dim = 0;
+  int32_t block_size = 16; // tokens per block
+};
+
+class KvCodec {
+ public:
+  virtual ~KvCodec() = default;
+  virtual std::string name() const = 0;
+  const KvGeometry& geometry() const { return geo_; }
+
+  // Bytes of one block for one layer (K and V together, all KV heads).
+  virtual size_t LayerBlockBytes() const = 0;
+
+  // Stores one token's k and v ([n_kv_heads][head_dim] fp32 each, after RoPE) at `slot` of
+  // `block` (this layer's region of a block). Tokens arrive in slot order; a codec may
+  // re-encode the block in place when it fills.
+  virtual void Store(int layer, uint8_t* block, int slot, const float* k, const float* v) const = 0;
+
+  // out[h] = softmax(q[h] . K / scale) V over tokens [0, n_ctx) for heads
+  // [head_begin, head_end). blocks[i] is this layer's region of the sequence's i-th block.
+  // scratch holds at least ScratchFloats(n_ctx) floats.
+  virtual void Attend(int layer, const float* q, const uint8_t* const* blocks, int n_ctx,
+                      float scale, float* out, float* scratch, int head_begin,
+                      int head_end) const = 0;
+  virtual size_t ScratchFloats(int n_ctx) const { return static_cast<size_t>(n_ctx) + 64; }
+
+  // Average bytes of KV per token across all layers.
+  double BytesPerToken() const {
+    return static_cast<double>(LayerBlockBytes()) * geo_.n_layers / geo_.block_size;
+  }
+
+ protected:
+  explicit KvCodec(const KvGeometry& g) : geo_(g) {}
+  KvGeometry geo_;
+};
+
+// Codec by name: "fp32", "fp16", "bf16" here; compressed codecs register in
+// engine/kv/codec_registry.cc. INVALID_ARGUMENT listing the known names otherwise.
+absl::StatusOr<std::unique_ptr<KvCodec>> MakeKvCodec(const std::string& name,
+                                                     const KvGeometry& geometry);
+std::vector<std::string> KvCodecNames();
+
+// Registration hook for codec families defined in other files.
+using KvCodecMaker = std::unique_ptr<KvCodec> (*)(const std::string& name, const KvGeometry& g,
+                                                  absl::Status* error);
+void RegisterKvCodecMaker(KvCodecMaker maker, std::vector<std::string> names);
+
+}  // namespace compressd

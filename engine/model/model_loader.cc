@@ -1,0 +1,107 @@
+#include "engine/model/model_loader.h"
+
+#include "absl/strings/match.h"
+#include "engine/core/logging.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/gguf.h"
+#include "engine/model/random_model.h"
+
+namespace compressd {
+namespace {
+
+CompressionFactoryMaker& FactoryMaker() {
+  static CompressionFactoryMaker maker;
+  return maker;
+}
+
+absl::StatusOr<LinearFactory> DenseFactory(const std::string& spec) {
+  if (spec == "auto" || spec.empty()) {
+    return LinearFactory([](const std::string&, const TensorView& t) -> absl::StatusOr<Linear> {
+      // Keep the checkpoint's own dtype where a kernel reads it directly.
+      const bool direct = t.storage == StorageType::kPlain &&
+                          (t.dtype == DType::kF32 || t.dtype == DType::kF16 ||
+                           t.dtype == DType::kBF16);
+      return MakeDenseLinear(t, direct ? t.dtype : DType::kBF16);
+    });
+  }
+  DType target;
+  if (spec == "f32" || spec == "fp32") {
+    target = DType::kF32;
+  } else if (spec == "f16" || spec == "fp16") {
+    target = DType::kF16;
+  } else if (spec == "bf16") {
+    target = DType::kBF16;
+  } else {
+    return absl::NotFoundError(spec);
+  }
+  return LinearFactory([target](const std::string&, const TensorView& t) {
+    return MakeDenseLinear(t, target);
+  });
+}
+
+}  // namespace
+
+void RegisterCompressionFactoryMaker(CompressionFactoryMaker maker) {
+  FactoryMaker() = std::move(maker);
+}
+
+absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options) {
+  auto model = std::make_shared<Model>();
+  model->id = options.model;
+  std::shared_ptr<TensorSource> source;
+  if (absl::StartsWith(options.model, "random:")) {
+    const std::string shape = options.model.substr(7);
+    ASSIGN_OR_RETURN(model->config, RandomShapeConfig(shape));
+    DType dt = DType::kBF16;
+    if (options.weights == "f32" || options.weights == "fp32") dt = DType::kF32;
+    if (options.weights == "f16" || options.weights == "fp16") dt = DType::kF16;
+    source = MakeRandomSource(model->config, dt, options.random_seed);
+    ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok,
+                     Tokenizer::FromVocab(RandomVocab(model->config.vocab_size)));
+    model->tokenizer = std::move(tok);
+  } else {
+    ASSIGN_OR_RETURN(LoadedCheckpoint ckpt, OpenCheckpoint(options.model));
+    model->config = ckpt.config;
+    source = std::move(ckpt.tensors);
+    if (ckpt.gguf) {
+      ASSIGN_OR_RETURN(VocabData vocab, ReadGgufVocab(*ckpt.gguf));
+      ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::FromVocab(std::move(vocab)));
+      model->tokenizer = std::move(tok);
+    } else {
+      ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::FromDirectory(ckpt.dir));
+      model->tokenizer = std::move(tok);
+    }
+  }
+  RETURN_IF_ERROR(model->config.Validate());
+  if (model->tokenizer->vocab_size() > model->config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer has ", model->tokenizer->vocab_size(), " tokens but the model's vocab_size is ",
+        model->config.vocab_size));
+  }
+  model->source = source;
+  ASSIGN_OR_RETURN(const ArchitectureSpec* arch, FindArchitecture(model->config));
+
+  LinearFactory factory;
+  auto dense = DenseFactory(options.weights);
+  if (dense.ok()) {
+    factory = *dense;
+  } else if (FactoryMaker()) {
+    ASSIGN_OR_RETURN(factory, FactoryMaker()(options.weights, options, *model));
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown --weights '", options.weights,
+                                                   "'; known: auto, f32, f16, bf16"));
+  }
+  model->weight_recipe = options.weights;
+  // Count linears for progress output.
+  const int total = model->config.num_hidden_layers * 7 + 1;
+  int done = 0;
+  LinearFactory counted = [&](const std::string& name, const TensorView& t) {
+    auto r = factory(name, t);
+    if (options.progress) options.progress(++done, total);
+    return r;
+  };
+  RETURN_IF_ERROR(arch->build(*source, counted, model.get()));
+  return model;
+}
+
+}  // namespace compressd

@@ -1,0 +1,38 @@
+// Sampler: logits -> next token for one sequence, with penalties, temperature, top-k,
+// top-p, min-p and a per-request RNG (same seed => same tokens). Pure apart from the RNG
+// state it is handed; engine thread only.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "engine/engine.h"
+
+namespace compressd {
+
+struct SampleResult {
+  int32_t token = 0;
+  float logprob = 0.0f;                // of the chosen token under the final distribution
+  std::vector<TokenLogprob> top;       // top-n of the (penalised) log-softmax
+};
+
+class Sampler {
+ public:
+  Sampler(const SamplingParams& params, uint64_t seed);
+
+  // logits: [vocab] (modified in place). counts: occurrences of each generated token (for
+  // presence/frequency penalties); context: prompt + generated (repetition penalty).
+  SampleResult Sample(float* logits, int32_t vocab, const std::vector<int32_t>& context,
+                      const absl::flat_hash_map<int32_t, int32_t>& counts, int top_n);
+
+ private:
+  SamplingParams p_;
+  std::mt19937_64 rng_;
+};
+
+// INVALID_ARGUMENT naming the field when a value is out of its range.
+absl::Status ValidateSamplingParams(const SamplingParams& p, int32_t vocab_size);
+
+}  // namespace compressd

@@ -1,0 +1,98 @@
+#include "engine/sched/scheduler.h"
+
+#include <algorithm>
+
+namespace compressd {
+namespace {
+
+int32_t BlocksFor(int32_t tokens, int32_t bs) { return (tokens + bs - 1) / bs; }
+
+}  // namespace
+
+SchedulePlan Schedule(const SchedulerConfig& cfg, const std::vector<SchedSeq>& running,
+                      const std::vector<SchedSeq>& waiting, int64_t free_blocks) {
+  SchedulePlan plan;
+  int64_t budget = cfg.max_batch_tokens;
+  int64_t free = free_blocks;
+  const int n = static_cast<int>(running.size());
+  std::vector<bool> preempted(n, false);
+  std::vector<int> chunk_of(n, -1);  // index into plan.chunks
+  int newest = n - 1;                // newest running sequence not yet preempted
+
+  auto preempt = [&](int i) {
+    preempted[i] = true;
+    free += running[i].blocks_held;
+    if (chunk_of[i] >= 0) {
+      ScheduledChunk& c = plan.chunks[chunk_of[i]];
+      budget += c.num_tokens;
+      free += c.new_blocks;
+      c.num_tokens = 0;  // removed below
+    }
+    plan.preempted.push_back(running[i].id);
+    while (newest >= 0 && preempted[newest]) --newest;
+  };
+
+  // Two passes: decodes (one token left to compute), then prefill continuations.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int i = 0; i < n; ++i) {
+      if (preempted[i] || chunk_of[i] >= 0) continue;
+      const SchedSeq& s = running[i];
+      const int32_t remaining = s.num_tokens - s.num_computed;
+      if (remaining <= 0) continue;
+      const bool is_decode = remaining == 1;
+      if ((pass == 0) != is_decode) continue;
+      if (budget <= 0) break;
+      const int32_t take = static_cast<int32_t>(std::min<int64_t>(remaining, budget));
+      const int32_t need = std::max(0, BlocksFor(s.num_computed + take, cfg.block_size) -
+                                           s.blocks_held);
+      while (need > free && newest >= 0 && newest != i) preempt(newest);
+      if (need > free) {
+        preempt(i);
+        continue;
+      }
+      free -= need;
+      budget -= take;
+      chunk_of[i] = static_cast<int>(plan.chunks.size());
+      plan.chunks.push_back({s.id, take, need});
+    }
+  }
+  plan.chunks.erase(std::remove_if(plan.chunks.begin(), plan.chunks.end(),
+                                   [](const ScheduledChunk& c) { return c.num_tokens == 0; }),
+                    plan.chunks.end());
+
+  int running_count = n - static_cast<int>(plan.preempted.size());
+  if (plan.preempted.empty()) {
+    std::vector<const SchedSeq*> order;
+    for (const auto& w : waiting) order.push_back(&w);
+    auto eff = [&](const SchedSeq* s) {
+      return static_cast<int64_t>(s->priority) +
+             (cfg.aging_steps > 0 ? s->waited_steps / cfg.aging_steps : 0);
+    };
+    std::stable_sort(order.begin(), order.end(), [&](const SchedSeq* a, const SchedSeq* b) {
+      const int64_t ea = eff(a), eb = eff(b);
+      if (ea != eb) return ea > eb;
+      return a->arrival < b->arrival;
+    });
+    for (const SchedSeq* w : order) {
+      if (running_count >= cfg.max_running || budget <= 0) break;
+      // Cached prefix in whole blocks, always leaving at least one token to compute.
+      const int32_t hit_blocks =
+          std::min(w->prefix_hit_tokens, w->num_tokens - 1) / cfg.block_size;
+      const int32_t computed = hit_blocks * cfg.block_size;
+      const int32_t remaining = w->num_tokens - computed;
+      const int32_t take = static_cast<int32_t>(std::min<int64_t>(remaining, budget));
+      const int32_t need = BlocksFor(computed + take, cfg.block_size) - hit_blocks;
+      const int64_t cost = need + w->prefix_hit_blocks_free;
+      if (cost + cfg.watermark_blocks > free) break;
+      free -= cost;
+      budget -= take;
+      ++running_count;
+      plan.admitted.push_back(w->id);
+      plan.chunks.push_back({w->id, take, need});
+    }
+  }
+  for (const auto& c : plan.chunks) plan.batch_tokens += c.num_tokens;
+  return plan;
+}
+
+}  // namespace compressd

@@ -1,0 +1,63 @@
+// Scheduling policy for continuous batching, as a pure function
+//   (running + waiting sequences, free KV blocks) -> plan
+// so that admission, chunked prefill, preemption and fairness are unit-tested without a
+// model. The engine applies the plan (allocates/frees blocks, runs the batch).
+//
+// Rules:
+// - Running sequences first, oldest first; decodes (1 token) before prefill chunks; all
+//   under the per-step token budget (chunked prefill).
+// - A running sequence that needs a new block when none is free preempts the newest
+//   running sequence (recompute: its blocks are freed, it returns to the waiting queue);
+//   if it is itself the newest, it is preempted.
+// - Waiting sequences are admitted by effective priority (priority + age / aging_steps),
+//   then arrival order, while there is budget, a running slot, and blocks for their first
+//   chunk above the watermark. Admission is strictly in order: a large request at the head
+//   is not overtaken by smaller ones (no starvation). Nothing is admitted in a step that
+//   preempted.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace compressd {
+
+struct SchedulerConfig {
+  int32_t block_size = 16;
+  int32_t max_batch_tokens = 512;
+  int32_t max_running = 64;
+  int32_t watermark_blocks = 0;  // kept free at admission to absorb decode growth
+  int32_t aging_steps = 0;       // 0 = no aging; else +1 priority per aging_steps waited
+};
+
+struct SchedSeq {
+  int64_t id = 0;
+  int32_t priority = 0;
+  uint64_t arrival = 0;        // monotonically increasing submission order
+  int64_t waited_steps = 0;
+  int32_t num_tokens = 0;      // tokens known (prompt + generated)
+  int32_t num_computed = 0;    // tokens whose KV is in the cache
+  int32_t blocks_held = 0;
+  // Waiting sequences: prompt tokens the prefix cache can supply, and how many of those
+  // cached blocks currently sit in the free pool (reviving them consumes free blocks).
+  int32_t prefix_hit_tokens = 0;
+  int32_t prefix_hit_blocks_free = 0;
+};
+
+struct ScheduledChunk {
+  int64_t id = 0;
+  int32_t num_tokens = 0;  // tokens to compute this step, from num_computed
+  int32_t new_blocks = 0;  // blocks to allocate before running
+};
+
+struct SchedulePlan {
+  std::vector<ScheduledChunk> chunks;  // running first (oldest first), then admitted
+  std::vector<int64_t> preempted;      // running sequences to free and requeue
+  std::vector<int64_t> admitted;       // waiting sequences that start this step
+  int32_t batch_tokens = 0;
+};
+
+// running: in admission order (oldest first). waiting: any order.
+SchedulePlan Schedule(const SchedulerConfig& config, const std::vector<SchedSeq>& running,
+                      const std::vector<SchedSeq>& waiting, int64_t free_blocks);
+
+}  // namespace compressd

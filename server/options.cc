@@ -1,0 +1,347 @@
+#include "server/options.h"
+
+#include <cctype>
+#include <functional>
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
+
+namespace compressd::server {
+namespace {
+
+// One option of `compressd serve`. `set` parses the value into the options; `current`
+// renders the default for --help from a default-constructed ServerOptions.
+struct OptionSpec {
+  const char* name;
+  const char* value_name;  // empty for booleans
+  const char* help;
+  std::function<absl::Status(const std::string&, ServerOptions&)> set;
+  std::function<std::string(const ServerOptions&)> current;
+};
+
+absl::Status BadValue(const std::string& name, const std::string& value, const char* want) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("--%s: '%s' is not %s", name, value, want));
+}
+
+template <typename Int>
+std::function<absl::Status(const std::string&, ServerOptions&)> IntSetter(
+    const char* name, Int ServerOptions::*field, int64_t lo, int64_t hi) {
+  return [=](const std::string& v, ServerOptions& o) -> absl::Status {
+    int64_t x = 0;
+    if (!absl::SimpleAtoi(v, &x)) return BadValue(name, v, "an integer");
+    if (x < lo || x > hi) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--%s: %d is outside the allowed range [%d, %d]", name, x, lo, hi));
+    }
+    o.*field = static_cast<Int>(x);
+    return absl::OkStatus();
+  };
+}
+
+template <typename Int>
+std::function<absl::Status(const std::string&, ServerOptions&)> EngineIntSetter(
+    const char* name, Int EngineOptions::*field, int64_t lo, int64_t hi) {
+  return [=](const std::string& v, ServerOptions& o) -> absl::Status {
+    int64_t x = 0;
+    if (!absl::SimpleAtoi(v, &x)) return BadValue(name, v, "an integer");
+    if (x < lo || x > hi) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--%s: %d is outside the allowed range [%d, %d]", name, x, lo, hi));
+    }
+    o.engine.*field = static_cast<Int>(x);
+    return absl::OkStatus();
+  };
+}
+
+std::function<absl::Status(const std::string&, ServerOptions&)> StringSetter(
+    std::string ServerOptions::*field) {
+  return [=](const std::string& v, ServerOptions& o) {
+    o.*field = v;
+    return absl::OkStatus();
+  };
+}
+
+std::function<absl::Status(const std::string&, ServerOptions&)> EngineStringSetter(
+    std::string EngineOptions::*field) {
+  return [=](const std::string& v, ServerOptions& o) {
+    o.engine.*field = v;
+    return absl::OkStatus();
+  };
+}
+
+absl::StatusOr<bool> ParseBool(const std::string& name, const std::string& v) {
+  const std::string s = absl::AsciiStrToLower(v);
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return false;
+  return BadValue(name, v, "a boolean (true/false)");
+}
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+const std::vector<OptionSpec>& Specs() {
+  static const std::vector<OptionSpec> specs{
+      // Server.
+      {"host", "ADDR", "gRPC listen address", StringSetter(&ServerOptions::host),
+       [](const ServerOptions& o) { return o.host; }},
+      {"port", "N", "gRPC listen port (0 = pick a free port)",
+       IntSetter("port", &ServerOptions::port, 0, 65535),
+       [](const ServerOptions& o) { return std::to_string(o.port); }},
+      {"metrics-host", "ADDR", "Prometheus /metrics listen address",
+       StringSetter(&ServerOptions::metrics_host),
+       [](const ServerOptions& o) { return o.metrics_host; }},
+      {"metrics-port", "N", "Prometheus /metrics port (0 = no metrics endpoint)",
+       IntSetter("metrics-port", &ServerOptions::metrics_port, 0, 65535),
+       [](const ServerOptions& o) { return std::to_string(o.metrics_port); }},
+      {"drain-timeout", "DURATION",
+       "on SIGTERM/SIGINT, how long running requests may finish before they are cancelled "
+       "(e.g. 30s, 2m)",
+       [](const std::string& v, ServerOptions& o) -> absl::Status {
+         auto d = ParseDurationFlag(v);
+         if (!d.ok()) return BadValue("drain-timeout", v, "a duration such as 30s");
+         o.drain_timeout = *d;
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return absl::FormatDuration(o.drain_timeout); }},
+      {"max-message-size", "BYTES", "largest gRPC message received or sent (e.g. 16MiB)",
+       [](const std::string& v, ServerOptions& o) -> absl::Status {
+         auto b = ParseBytesFlag(v);
+         if (!b.ok() || *b < 1024 || *b > kInt32Max) {
+           return BadValue("max-message-size", v, "a size in [1KiB, 2GiB)");
+         }
+         o.max_message_bytes = static_cast<int32_t>(*b);
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return std::to_string(o.max_message_bytes); }},
+      {"tls-cert", "FILE", "PEM server certificate chain; with --tls-key turns TLS on",
+       [](const std::string& v, ServerOptions& o) {
+         o.tls.cert_file = v;
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return o.tls.cert_file; }},
+      {"tls-key", "FILE", "PEM private key of --tls-cert",
+       [](const std::string& v, ServerOptions& o) {
+         o.tls.key_file = v;
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return o.tls.key_file; }},
+      {"tls-client-ca", "FILE",
+       "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)",
+       [](const std::string& v, ServerOptions& o) {
+         o.tls.client_ca_file = v;
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return o.tls.client_ca_file; }},
+      {"log-level", "LEVEL", "debug, info, warn, error or off",
+       [](const std::string& v, ServerOptions& o) -> absl::Status {
+         if (v != "debug" && v != "info" && v != "warn" && v != "error" && v != "off") {
+           return BadValue("log-level", v, "one of debug, info, warn, error, off");
+         }
+         o.log_level = v;
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return o.log_level; }},
+      // Engine.
+      {"model", "PATH",
+       "model directory (Hugging Face), .gguf file, or random:<shape> (required)",
+       EngineStringSetter(&EngineOptions::model),
+       [](const ServerOptions& o) { return o.engine.model; }},
+      {"weights", "PRESET|FILE", "weight compression preset or recipe file",
+       EngineStringSetter(&EngineOptions::weights),
+       [](const ServerOptions& o) { return o.engine.weights; }},
+      {"kv-cache", "CODEC", "KV cache codec, combinations joined with '+'",
+       EngineStringSetter(&EngineOptions::kv_cache),
+       [](const ServerOptions& o) { return o.engine.kv_cache; }},
+      {"calibration-file", "FILE", "calibration text for compression recipes that need it",
+       EngineStringSetter(&EngineOptions::calibration_file),
+       [](const ServerOptions& o) { return o.engine.calibration_file; }},
+      {"device", "DEVICE", "cpu, cuda, cuda:N", EngineStringSetter(&EngineOptions::device),
+       [](const ServerOptions& o) { return o.engine.device; }},
+      {"threads", "N", "CPU threads (0 = all cores)",
+       EngineIntSetter("threads", &EngineOptions::threads, 0, 4096),
+       [](const ServerOptions& o) { return std::to_string(o.engine.threads); }},
+      {"kv-cache-memory", "BYTES", "KV cache size (0 = enough for max-running x context)",
+       [](const std::string& v, ServerOptions& o) -> absl::Status {
+         auto b = ParseBytesFlag(v);
+         if (!b.ok()) return BadValue("kv-cache-memory", v, "a size such as 2GiB");
+         o.engine.kv_cache_memory = *b;
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return std::to_string(o.engine.kv_cache_memory); }},
+      {"kv-block-size", "N", "tokens per KV cache block",
+       EngineIntSetter("kv-block-size", &EngineOptions::kv_block_size, 1, 1024),
+       [](const ServerOptions& o) { return std::to_string(o.engine.kv_block_size); }},
+      {"max-batch-tokens", "N", "prefill token budget per engine step",
+       EngineIntSetter("max-batch-tokens", &EngineOptions::max_batch_tokens, 1, kInt32Max),
+       [](const ServerOptions& o) { return std::to_string(o.engine.max_batch_tokens); }},
+      {"max-running", "N", "sequences decoded together",
+       EngineIntSetter("max-running", &EngineOptions::max_running, 1, 1 << 20),
+       [](const ServerOptions& o) { return std::to_string(o.engine.max_running); }},
+      {"max-queue", "N", "waiting requests before new ones get RESOURCE_EXHAUSTED",
+       EngineIntSetter("max-queue", &EngineOptions::max_queue, 0, 1 << 24),
+       [](const ServerOptions& o) { return std::to_string(o.engine.max_queue); }},
+      {"prefix-caching", "", "reuse KV blocks of identical prompt prefixes",
+       [](const std::string& v, ServerOptions& o) -> absl::Status {
+         ASSIGN_OR_RETURN(o.engine.prefix_caching, ParseBool("prefix-caching", v));
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return std::string(o.engine.prefix_caching ? "true" : "false"); }},
+      {"context-length", "N", "context length (0 = the model's)",
+       EngineIntSetter("context-length", &EngineOptions::context_length, 0, kInt32Max),
+       [](const ServerOptions& o) { return std::to_string(o.engine.context_length); }},
+      {"seed-weights", "N", "seed for random:<shape> weights",
+       [](const std::string& v, ServerOptions& o) -> absl::Status {
+         uint64_t x = 0;
+         if (!absl::SimpleAtoi(v, &x)) return BadValue("seed-weights", v, "an unsigned integer");
+         o.engine.random_seed = x;
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return std::to_string(o.engine.random_seed); }},
+  };
+  return specs;
+}
+
+const OptionSpec* FindSpec(const std::string& name) {
+  for (const OptionSpec& s : Specs()) {
+    if (name == s.name) return &s;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
+  double seconds = 0;
+  if (absl::SimpleAtod(text, &seconds)) {
+    if (!(seconds >= 0) || seconds > 1e9) {
+      return absl::InvalidArgumentError(absl::StrCat("bad duration '", text, "'"));
+    }
+    return absl::Seconds(seconds);
+  }
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration() ||
+      d == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("bad duration '", text, "'"));
+  }
+  return d;
+}
+
+absl::StatusOr<int64_t> ParseBytesFlag(const std::string& text) {
+  std::string s = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  if (absl::EndsWith(s, "ib")) {
+    s.resize(s.size() - 2);
+  } else if (absl::EndsWith(s, "b")) {
+    s.resize(s.size() - 1);
+  }
+  int shift = 0;
+  if (!s.empty()) {
+    switch (s.back()) {
+      case 'k': shift = 10; break;
+      case 'm': shift = 20; break;
+      case 'g': shift = 30; break;
+      case 't': shift = 40; break;
+      default: break;
+    }
+    if (shift != 0) s.pop_back();
+  }
+  double x = 0;
+  if (s.empty() || !absl::SimpleAtod(s, &x) || !(x >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("bad size '", text, "'"));
+  }
+  const double bytes = x * static_cast<double>(int64_t{1} << shift);
+  if (bytes > 9.0e18) return absl::InvalidArgumentError(absl::StrCat("size too large '", text, "'"));
+  return static_cast<int64_t>(bytes);
+}
+
+absl::StatusOr<ParsedServeArgs> ParseServeArgs(int argc, const char* const* argv) {
+  ParsedServeArgs out;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h" || arg == "help") {
+      out.help = true;
+      continue;
+    }
+    if (!absl::StartsWith(arg, "--") || arg.size() == 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unexpected argument '", arg, "' (options start with --)"));
+    }
+    std::string name = arg.substr(2);
+    std::string value;
+    bool has_value = false;
+    if (const size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+      has_value = true;
+    }
+    const OptionSpec* spec = FindSpec(name);
+    bool is_bool = spec != nullptr && spec->value_name[0] == '\0';
+    if (spec == nullptr && absl::StartsWith(name, "no-")) {
+      spec = FindSpec(name.substr(3));
+      if (spec != nullptr && spec->value_name[0] == '\0' && !has_value) {
+        RETURN_IF_ERROR(spec->set("false", out.options));
+        continue;
+      }
+      spec = nullptr;
+    }
+    if (spec == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown option --", name, " (see compressd serve --help)"));
+    }
+    if (!has_value) {
+      if (is_bool) {
+        value = "true";
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      }
+    }
+    RETURN_IF_ERROR(spec->set(value, out.options));
+  }
+  return out;
+}
+
+absl::Status ValidateServerOptions(const ServerOptions& o) {
+  if (o.engine.model.empty()) {
+    return absl::InvalidArgumentError("--model is required (a model directory, .gguf or random:<shape>)");
+  }
+  if (o.tls.cert_file.empty() != o.tls.key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key must be given together");
+  }
+  if (o.tls.mutual() && !o.tls.enabled()) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  }
+  if (o.host.empty()) return absl::InvalidArgumentError("--host is empty");
+  if (o.metrics_port != 0 && o.metrics_host.empty()) {
+    return absl::InvalidArgumentError("--metrics-host is empty");
+  }
+  return absl::OkStatus();
+}
+
+std::string ServeUsage() {
+  const ServerOptions defaults;
+  std::string out =
+      "Usage: compressd serve --model PATH [options]\n"
+      "\n"
+      "Serves the compressd.v1.Generation gRPC API (with grpc.health.v1 and server\n"
+      "reflection) and Prometheus metrics. SIGTERM/SIGINT drain: health turns NOT_SERVING,\n"
+      "new requests get UNAVAILABLE, running requests finish (up to --drain-timeout), then\n"
+      "the process exits 0.\n"
+      "\n"
+      "Options (--name=value or --name value; booleans also --name / --no-name):\n";
+  for (const OptionSpec& s : Specs()) {
+    std::string left = absl::StrCat("  --", s.name);
+    if (s.value_name[0] != '\0') absl::StrAppend(&left, "=", s.value_name);
+    const std::string def = s.current(defaults);
+    absl::StrAppendFormat(&out, "%-34s %s (default: %s)\n", left, s.help,
+                          def.empty() ? "none" : def);
+  }
+  absl::StrAppend(&out, "  --help                             this text\n");
+  return out;
+}
+
+}  // namespace compressd::server
