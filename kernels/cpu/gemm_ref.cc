@@ -1,6 +1,7 @@
 // Scalar references: the definition of every format's values and the oracle for tests.
 #include <vector>
 
+#include "kernels/format_ops.h"
 #include "kernels/gemm.h"
 
 namespace compressd::kernels {
@@ -25,6 +26,11 @@ void DequantizeRows(const PackedWeight& w, int64_t row_begin, int64_t row_end, f
         for (int64_t c = 0; c < w.cols; ++c) out[(r - row_begin) * w.cols + c] = DenseAt(w, r, c);
       }
       return;
+    case WeightKind::kQuant:
+    case WeightKind::kComposite:
+      return QuantFormatOps().dequantize_rows(w, row_begin, row_end, out);
+    case WeightKind::kSparse:
+      return SparseFormatOps().dequantize_rows(w, row_begin, row_end, out);
     default:
       return;
   }
