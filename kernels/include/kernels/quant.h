@@ -1,0 +1,183 @@
+// Quantized weight formats (WeightKind::kQuant / kComposite): block layouts, pack functions,
+// and the per-ISA fused dequantize-and-multiply kernels.
+//
+// Every format stores a row's codes in 32-value chunks, with cols padded with zeros to a
+// multiple of QuantColPad(format) (64, or the group size when larger). Chunk layouts are
+// chosen so that one load plus shifts/masks yields 16 consecutive values per zmm:
+//   4-bit: 16 bytes; byte j holds value j (low nibble) and value j+16 (high nibble).
+//   2-bit: 8 bytes; byte j holds values j, j+8, j+16, j+24 in bit pairs 0,2,4,6.
+//   3-bit: the 2-bit chunk (low two bits) + a 32-bit plane (bit j = bit 2 of value j).
+//   8-bit (group, asymmetric): 32 unsigned bytes in order.
+// Group formats decode w = code * scale + min per group (asymmetric, min = -zero*scale).
+//
+// WeightFormat::variant selects the layout (QuantVariant). Buffers per variant:
+//   kGroup   : data = codes [rows][row_bytes]; aux[0] = GroupScale [rows][n_groups].
+//   kInt8Row : data = int8 [rows][cols_pad]; aux[0] = fp32 scale [rows];
+//              aux[1] = int32 sum of the row's codes [rows] (for the W8A8 u8 offset).
+//   kW8A8    : as kInt8Row; activations quantized per token to int8 (VNNI dot products).
+//   kLlmInt8 : as kW8A8, plus aux[2] = uint32 outlier column ids [n_out] (sorted) and
+//              aux[3] = fp16 [rows][n_out] outlier weights. Outlier columns are zero in the
+//              int8 codes and excluded from the activation scale (LLM.int8 decomposition).
+//   kSpqr    : data = codes (bits 3/4, group 16); aux[0] = SpqrRowStats [rows];
+//              aux[1] = uint8 [rows][n_groups][2] (scale code, min code);
+//              aux[2] = uint32 CSR row_ptr [rows+1]; aux[3] = SpqrOutlier [nnz]
+//              (fp16 residuals added to the dequantized base).
+//   kMixed   : per-row bits (8 or 4): data = codes of all rows back to back;
+//              aux[0] = GroupScale [rows][n_groups]; aux[1] = uint64 row byte offsets
+//              [rows+1]; aux[2] = uint8 bits [rows].
+// Kernels only read these buffers; PackedQuant owns them when produced by a pack function.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/weight_format.h"
+
+namespace compressd::kernels {
+
+enum class QuantVariant : uint32_t {
+  kGroup = 0,
+  kInt8Row = 1,
+  kW8A8 = 2,
+  kLlmInt8 = 3,
+  kSpqr = 4,
+  kMixed = 5,
+};
+
+struct GroupScale {
+  uint16_t d;  // fp16 scale
+  uint16_t m;  // fp16 min (value of code 0)
+};
+static_assert(sizeof(GroupScale) == 4, "GroupScale is 2 x fp16");
+
+struct Q4Chunk {
+  uint8_t qs[16];
+};
+static_assert(sizeof(Q4Chunk) == 16, "32 x 4-bit");
+struct Q2Chunk {
+  uint8_t qs[8];
+};
+static_assert(sizeof(Q2Chunk) == 8, "32 x 2-bit");
+struct Q3Chunk {
+  uint8_t lo[8];  // low two bits, Q2Chunk layout
+  uint32_t hi;    // bit j = bit 2 of value j
+};
+static_assert(sizeof(Q3Chunk) == 12, "32 x 3-bit");
+struct Q8Chunk {
+  uint8_t qs[32];
+};
+static_assert(sizeof(Q8Chunk) == 32, "32 x 8-bit");
+
+// SpQR second-level statistics: scale = s0 + code * ds, min = m0 + code * dm (fp16 each).
+struct SpqrRowStats {
+  uint16_t s0, ds, m0, dm;
+};
+static_assert(sizeof(SpqrRowStats) == 8, "4 x fp16");
+
+struct SpqrOutlier {
+  uint16_t col;
+  uint16_t val;  // fp16 residual
+};
+static_assert(sizeof(SpqrOutlier) == 4, "col + fp16");
+
+constexpr int kQuantChunk = 32;
+
+inline int64_t ChunkBytes(int bits) {
+  switch (bits) {
+    case 2: return 8;
+    case 3: return 12;
+    case 4: return 16;
+    case 8: return 32;
+    default: return 0;
+  }
+}
+
+// Column padding of a format: rows are stored as cols_pad values.
+int64_t QuantColPad(const WeightFormat& f);
+inline int64_t QuantPaddedCols(const WeightFormat& f, int64_t cols) {
+  const int64_t p = QuantColPad(f);
+  return (cols + p - 1) / p * p;
+}
+// Group length of a format's scales (kInt8Row/W8A8/LlmInt8: the whole padded row).
+int64_t QuantGroupLen(const WeightFormat& f, int64_t cols);
+
+// Format constructors.
+WeightFormat GroupFormat(int bits, int group_size);  // bits 2,3,4,8
+WeightFormat Int8RowFormat(bool w8a8);
+WeightFormat LlmInt8Format();
+WeightFormat SpqrFormat(int bits);  // group 16
+WeightFormat MixedFormat(int group_size);
+
+// Owned buffers of a packed weight plus the view into them.
+struct PackedQuant {
+  PackedWeight view;
+  std::vector<std::vector<uint8_t>> buffers;  // [0] = data, [1..] = aux
+  void Bind();  // points view.data/aux at buffers
+  uint64_t bytes() const;
+};
+
+// --- pack functions (w is fp32 [rows][cols] row-major) ---
+
+// Group-wise asymmetric round-to-nearest with a per-group grid search of the clipping range
+// (minimises the group's squared error, weighted by col_weight[c] when given).
+PackedQuant PackGroup(const float* w, int64_t rows, int64_t cols, int bits, int group_size,
+                      const float* col_weight = nullptr);
+// Same, but from already chosen codes and per-group scale/min (GPTQ/QuantEase).
+// codes [rows][cols] in [0, 2^bits), scale/min [rows][n_groups] (fp32, rounded to fp16 here).
+PackedQuant PackGroupCodes(const uint8_t* codes, const float* scale, const float* min,
+                           int64_t rows, int64_t cols, int bits, int group_size);
+// Rounds a (scale, min) pair to what PackGroupCodes stores (fp16), so that a calibrated
+// quantizer can quantize against the exact stored grid.
+void RoundGroupParams(float* scale, float* min);
+
+PackedQuant PackInt8Rows(const float* w, int64_t rows, int64_t cols, bool w8a8);
+// outlier_cols: input columns kept in fp16 (any order; duplicates ignored).
+PackedQuant PackLlmInt8(const float* w, int64_t rows, int64_t cols,
+                        const std::vector<uint32_t>& outlier_cols);
+// SpQR: bits 3/4, group 16, 8-bit scale/min codes; the outlier_frac of weights with the
+// largest (col_weight-weighted) quantization error are stored as fp16 residuals.
+PackedQuant PackSpqr(const float* w, int64_t rows, int64_t cols, int bits, float outlier_frac,
+                     const float* col_weight = nullptr);
+// MixLLM-style: row_bits[r] in {4, 8}, group-wise asymmetric codes.
+PackedQuant PackMixed(const float* w, int64_t rows, int64_t cols,
+                      const std::vector<uint8_t>& row_bits, int group_size,
+                      const float* col_weight = nullptr);
+
+// Human-readable name ("int4-g128", "w8a8", "spqr3", ...).
+std::string QuantFormatName(const WeightFormat& f);
+
+// --- kernels (same contract as Gemm() in gemm.h) ---
+void GemmQuantRef(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                  int64_t row_begin, int64_t row_end);
+void GemmQuantAvx2(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                   int64_t row_begin, int64_t row_end);
+void GemmQuantAvx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                     int64_t row_begin, int64_t row_end);
+bool QuantSupports(const WeightFormat& f);
+void DequantizeQuantRows(const PackedWeight& w, int64_t row_begin, int64_t row_end, float* out);
+
+// Shared helpers for the kernels (quant_common.cc).
+namespace quant_internal {
+// Unpacks one 32-value chunk of `bits` into codes[32].
+void UnpackChunk(const uint8_t* chunk, int bits, uint8_t* codes);
+// Per-row decoded group parameters (fp32) and the row's code pointer and bits.
+struct RowView {
+  const uint8_t* codes;
+  int bits;
+};
+RowView RowCodes(const PackedWeight& w, int64_t r);
+// Fills scale/min [n_groups] of row r (group formats: kGroup, kSpqr, kMixed).
+void RowGroupParams(const PackedWeight& w, int64_t r, float* scale, float* min);
+// Adds SpQR outliers / LLM.int8 outlier columns of row r to y for n tokens (x [n][cols]).
+void AddRowCorrections(const PackedWeight& w, int64_t r, const float* x, int64_t ldx, int64_t n,
+                       float* y, int64_t ldy);
+// Per-token int8 quantization of activations for W8A8/LLM.int8: xq [n][cols_pad] (u8 =
+// int8 + 128, padding 128), xscale [n]. Outlier columns (sorted ids) are treated as zero.
+void QuantizeActivations(const float* x, int64_t n, int64_t cols, int64_t cols_pad,
+                         const uint32_t* outliers, int64_t n_out, uint8_t* xq, float* xscale);
+}  // namespace quant_internal
+
+}  // namespace compressd::kernels

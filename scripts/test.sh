@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the build needs, builds everything, and runs the whole test suite.
+# Usage: bash scripts/test.sh            (build dir: build/)
+# Env:   BUILD_DIR, JOBS (default: cores), CI=true turns warnings into errors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR="${BUILD_DIR:-build}"
+JOBS="${JOBS:-$(nproc)}"
+stage() { echo "== $1 ($(date -u +%H:%M:%S))"; }
+t0=$(date +%s)
+
+stage "install packages"
+bash scripts/setup.sh
+
+stage "configure"
+werror=OFF
+[ "${CI:-}" = "true" ] && werror=ON
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCOMPRESSD_WERROR=$werror
+
+stage "build"
+cmake --build "$BUILD_DIR" -j "$JOBS"
+
+stage "test"
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" --timeout 600 -LE soak
+
+echo "== done in $(( $(date +%s) - t0 )) s"
