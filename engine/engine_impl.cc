@@ -229,9 +229,6 @@ class EngineImpl : public Engine {
   void Shutdown() override {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) {
-        if (!thread_.joinable()) return;
-      }
       stopping_ = true;
       cv_.notify_one();
     }
@@ -329,6 +326,14 @@ class EngineImpl : public Engine {
     reap(running_);
     reap(waiting_);
     UpdateGauges();
+    DeliverFinals();
+  }
+
+  // Final events go out after the gauges are updated, so a client that sees its request
+  // finish also sees it gone from Stats().
+  void DeliverFinals() {
+    for (auto& [cb, ev] : finals_) cb(std::move(ev));
+    finals_.clear();
   }
 
   void UpdateGauges() {
@@ -478,7 +483,11 @@ class EngineImpl : public Engine {
                                          std::min(s.num_computed - batch[i].n_tokens, s.prompt_len);
       if (opts_.prefix_caching) {
         HashFullBlocks(s, s.num_computed);
-        while (s.hashed_blocks < static_cast<int32_t>(s.block_hashes.size())) {
+        // Only blocks whose KV is computed: block_hashes may already cover the whole prompt
+        // (hashed while waiting) when a chunked prefill has filled only some blocks.
+        const int32_t computed_full = s.num_computed / bs;
+        while (s.hashed_blocks < computed_full &&
+               s.hashed_blocks < static_cast<int32_t>(s.block_hashes.size())) {
           pool.SetHash(s.blocks[s.hashed_blocks], s.block_hashes[s.hashed_blocks]);
           ++s.hashed_blocks;
         }
@@ -497,6 +506,7 @@ class EngineImpl : public Engine {
     running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
     finished_.clear();
     UpdateGauges();
+    DeliverFinals();
   }
 
   void OnLogits(Sequence& s, float* logits, int32_t V) {
@@ -605,7 +615,7 @@ class EngineImpl : public Engine {
       std::lock_guard<std::mutex> lock(mu_);
       live_ids_.erase(s.req.request_id);
     }
-    s.callback(std::move(e));
+    finals_.emplace_back(std::move(s.callback), std::move(e));
   }
 
   EngineOptions opts_;
@@ -631,6 +641,7 @@ class EngineImpl : public Engine {
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<std::unique_ptr<Sequence>> waiting_;
   absl::flat_hash_set<int64_t> finished_;
+  std::vector<std::pair<EventCallback, GenerationEvent>> finals_;
 
   std::atomic<int32_t> running_count_{0}, waiting_count_{0};
   std::atomic<int64_t> kv_used_{0};

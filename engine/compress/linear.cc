@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/core/logging.h"
+#include "engine/model/ggml_blocks.h"
 #include "kernels/gemm.h"
 
 namespace compressd {
@@ -29,12 +30,29 @@ uint64_t Linear::bytes() const {
 }
 
 absl::StatusOr<std::vector<float>> TensorToF32(const TensorView& t) {
-  if (t.storage != StorageType::kPlain) {
-    return absl::UnimplementedError(absl::StrCat("tensor ", t.name,
-                                                 ": block-quantized storage cannot be read as "
-                                                 "a plain vector"));
-  }
   const int64_t n = t.numel();
+  if (t.storage == StorageType::kQ8_0 || t.storage == StorageType::kQ4_0) {
+    // GGUF blocks of 32 along the innermost dimension.
+    const int64_t inner = t.shape.empty() ? n : t.shape.back();
+    if (inner % 32 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": rows of ", inner,
+                                                     " are not whole blocks of 32"));
+    }
+    const size_t block_bytes = t.storage == StorageType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+    if (static_cast<size_t>(n / 32) * block_bytes > t.bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": data shorter than shape"));
+    }
+    std::vector<float> out(static_cast<size_t>(n));
+    if (t.storage == StorageType::kQ8_0) {
+      DequantizeRowQ8_0(static_cast<const BlockQ8_0*>(t.data), n, out.data());
+    } else {
+      DequantizeRowQ4_0(static_cast<const BlockQ4_0*>(t.data), n, out.data());
+    }
+    return out;
+  }
+  if (t.storage != StorageType::kPlain) {
+    return absl::UnimplementedError(absl::StrCat("tensor ", t.name, ": unsupported storage"));
+  }
   if (static_cast<size_t>(n) * kernels::DTypeSize(t.dtype) > t.bytes) {
     return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": data shorter than shape"));
   }

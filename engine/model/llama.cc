@@ -41,6 +41,10 @@ absl::Status BuildLlamaFamily(const TensorSource& src, const LinearFactory& make
         "%s: model.embed_tokens.weight must be [%d x %d] (vocab_size x hidden_size)",
         src.Describe(), c.vocab_size, c.hidden_size));
   }
+  if (w.embed.storage != StorageType::kPlain && c.hidden_size % 32 != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: block-quantized embeddings need hidden_size %% 32 == 0", src.Describe()));
+  }
   w.layers.resize(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");

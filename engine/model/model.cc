@@ -3,11 +3,20 @@
 #include <cstring>
 
 #include "engine/core/logging.h"
+#include "engine/model/ggml_blocks.h"
 
 namespace compressd {
 
 void EmbeddingRow(const TensorView& embed, int64_t hidden, int32_t token, float* out) {
   const size_t off = static_cast<size_t>(token) * hidden;
+  if (embed.storage == StorageType::kQ8_0) {  // GGUF blocks of 32 (hidden % 32 checked at load)
+    DequantizeRowQ8_0(static_cast<const BlockQ8_0*>(embed.data) + off / 32, hidden, out);
+    return;
+  }
+  if (embed.storage == StorageType::kQ4_0) {
+    DequantizeRowQ4_0(static_cast<const BlockQ4_0*>(embed.data) + off / 32, hidden, out);
+    return;
+  }
   switch (embed.dtype) {
     case DType::kF32:
       std::memcpy(out, static_cast<const float*>(embed.data) + off, hidden * sizeof(float));
