@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "engine/core/backend.h"
 #include "engine/core/logging.h"
 #include "engine/engine.h"
 #include "engine/exec/runner.h"
@@ -20,6 +21,10 @@
 #include "engine/sched/scheduler.h"
 #include "engine/sched/sequence.h"
 #include "xxhash.h"
+
+#if defined(COMPRESSD_HAVE_CUDA)
+#include "engine/exec/cuda/cuda_runner.h"
+#endif
 
 namespace compressd {
 
@@ -99,7 +104,20 @@ class EngineImpl : public Engine {
       mem = std::max<int64_t>(mem, static_cast<int64_t>(bpt * (context_ + g.block_size)));
     }
     ASSIGN_OR_RETURN(cache_, KvCache::Create(std::move(codec), mem));
-    runner_ = std::make_unique<ModelRunner>(model_, cache_.get(), &pool_, context_);
+    // The device is validated before anything runs on it: without CUDA compiled in or
+    // without a GPU, --device cuda:N is a clear error, never a silent fallback.
+    ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(opts_.device));
+    if (device.kind != DeviceKind::kCpu) {
+      ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(opts_.device));
+      (void)backend;
+#if defined(COMPRESSD_HAVE_CUDA)
+      ASSIGN_OR_RETURN(cuda_runner_, MakeCudaRunner(model_, cache_.get(), context_, opts_.device));
+#else
+      return absl::UnavailableError("this build has no CUDA backend");
+#endif
+    } else {
+      runner_ = std::make_unique<ModelRunner>(model_, cache_.get(), &pool_, context_);
+    }
 
     summary_.model_id = model_->id;
     summary_.architecture = c.architecture;
@@ -114,7 +132,8 @@ class EngineImpl : public Engine {
     summary_.kv_bytes_per_token = cache_->codec().BytesPerToken();
     summary_.kv_block_size = cache_->block_size();
     summary_.kv_capacity_tokens = cache_->CapacityTokens();
-    summary_.backend = absl::StrFormat("cpu (%d threads)", pool_.num_threads());
+    summary_.backend = opts_.device == "cpu" ? absl::StrFormat("cpu (%d threads)", pool_.num_threads())
+                                             : opts_.device;
     summary_.max_batch_tokens = opts_.max_batch_tokens;
     summary_.max_running = opts_.max_running;
     LOG_INFO("engine ready: {} ({}), {} params, {:.1f} MB weights, kv {} {:.0f} B/token, "
@@ -471,7 +490,32 @@ class EngineImpl : public Engine {
       return;
     }
     int64_t rows = 0;
-    const float* logits = runner_->Forward(batch, &rows);
+    const float* logits = nullptr;
+#if defined(COMPRESSD_HAVE_CUDA)
+    if (cuda_runner_) {
+      absl::StatusOr<const float*> r = cuda_runner_->Forward(batch, &rows);
+      if (!r.ok()) {
+        // A device error fails the sequences in this batch, not the server.
+        LOG_ERROR("forward failed on {}: {}", opts_.device, r.status().ToString());
+        for (Sequence* s : batch_seqs) {
+          Finish(*s, FinishReason::kError, "", r.status());
+          finished_.insert(s->id);
+        }
+        running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                      [&](const auto& p) { return finished_.contains(p->id); }),
+                       running_.end());
+        finished_.clear();
+        UpdateGauges();
+        DeliverFinals();
+        return;
+      }
+      logits = *r;
+    } else {
+      logits = runner_->Forward(batch, &rows);
+    }
+#else
+    logits = runner_->Forward(batch, &rows);
+#endif
     ++steps_;
     const int32_t V = model_->config.vocab_size;
     int64_t row = 0;
@@ -623,6 +667,9 @@ class EngineImpl : public Engine {
   std::shared_ptr<Model> model_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<ModelRunner> runner_;
+#if defined(COMPRESSD_HAVE_CUDA)
+  std::unique_ptr<CudaModelRunner> cuda_runner_;
+#endif
   ModelSummary summary_;
   int32_t context_ = 0;
 

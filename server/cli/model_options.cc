@@ -18,6 +18,7 @@ void AddEngineOptions(Args& a, EngineOptions* o, std::string* log_level) {
   a.Add("weights", &o->weights,
         "weight format: auto (as stored), f32, f16, bf16, or a compression preset/recipe");
   a.Add("kv-cache", &o->kv_cache, "KV cache codec: fp32, fp16, bf16 (compressed codecs: see docs)");
+  a.Add("device", &o->device, "cpu, or cuda:N (needs a CUDA build and a GPU)");
   a.Add("threads", &o->threads, "CPU threads (0 = all cores)");
   a.Add("context-length", &o->context_length, "context length (0 = the model's, at most 8192)");
   a.AddBytes("kv-cache-memory", &o->kv_cache_memory,
