@@ -86,7 +86,9 @@ TEST(Engine, GreedyTokensIdenticalAloneAndAmongSixteenOthers) {
     ASSERT_TRUE((*e)->Submit(Greedy(Prompt(i + 1, 5 + 7 * i, vocab), 40 + i, "o" + std::to_string(i)),
                              others.back()->Callback())
                     .ok());
-    if (i == 7) ASSERT_TRUE((*e)->Submit(Greedy(target, 48, "together"), together.Callback()).ok());
+    if (i == 7) {
+      ASSERT_TRUE((*e)->Submit(Greedy(target, 48, "together"), together.Callback()).ok());
+    }
   }
   ASSERT_TRUE(together.Wait());
   for (auto& c : others) ASSERT_TRUE(c->Wait());

@@ -24,8 +24,8 @@ struct Golden {
 };
 const int kIds[] = {0, 1, 2, 3, 13, 29, 100, 257, 300, 400, 511};
 
-// /usr/bin/python3 scripts/reference_logits.py ../shared/models/stories260K \
-//   1 403 407 261 378 10 287 480 29 13 260
+// /usr/bin/python3 scripts/reference_logits.py ../shared/models/stories260K
+//     1 403 407 261 378 10 287 480 29 13 260
 const std::vector<int32_t> kStoriesPrompt = {1, 403, 407, 261, 378, 10, 287, 480, 29, 13, 260};
 const std::vector<Golden> kStoriesGolden = {
   {0, 17.2672586, 403, {-6.22291391, 8.40434166, -6.22373887, -6.22254398, 6.44980654, -6.22237307, -6.22272232, -6.22296977, 3.69151616, 3.95394716, -4.40551929}},
