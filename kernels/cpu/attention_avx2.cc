@@ -15,10 +15,10 @@
 #include <cstdint>
 
 #include "kernels/attention.h"
+#include "kernels/ops.h"
 
 namespace compressd::kernels {
 
-void ExpAvx2(const float* x, float* out, int64_t n);  // ops_avx2.cc
 
 namespace {
 

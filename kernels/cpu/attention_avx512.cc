@@ -18,10 +18,10 @@
 #include <cstdint>
 
 #include "kernels/attention.h"
+#include "kernels/ops.h"
 
 namespace compressd::kernels {
 
-void ExpAvx512(const float* x, float* out, int64_t n);  // ops_avx512.cc
 
 namespace {
 

@@ -6,15 +6,6 @@
 
 namespace compressd::kernels {
 
-// Defined in ops_ref.cc and attention_avx{2,512}.cc; not (yet) declared in the headers.
-// TODO(lead): move into ops.h / attention.h.
-void SoftmaxInPlaceRef(float* x, int64_t n);
-void AttendDenseAvx2(const DenseKvLayout& layout, int n_heads, const float* q,
-                     const void* const* k_blocks, const void* const* v_blocks, int n_ctx,
-                     float scale, float* out, float* scratch, int head_begin, int head_end);
-void AttendDenseAvx512(const DenseKvLayout& layout, int n_heads, const float* q,
-                       const void* const* k_blocks, const void* const* v_blocks, int n_ctx,
-                       float scale, float* out, float* scratch, int head_begin, int head_end);
 namespace {
 
 inline float Load(DType t, const void* base, int64_t i) {

@@ -8,25 +8,6 @@
 
 namespace compressd::kernels {
 
-// Per-ISA versions and the references that ops.h does not declare (yet): declared here and
-// in tests/kernels/ops_test.cc. TODO(lead): move these declarations into ops.h.
-void RopeRotateHalfRef(float* v, int n_heads, int head_dim, const float* cos, const float* sin);
-void AddInPlaceRef(float* y, const float* x, int64_t n);
-void SoftmaxInPlaceRef(float* x, int64_t n);
-float DotRef(const float* a, const float* b, int64_t n);
-void RmsNormAvx2(const float* x, const float* w, int64_t n, float eps, float* out);
-void RmsNormAvx512(const float* x, const float* w, int64_t n, float eps, float* out);
-void SiluMulAvx2(const float* gate, const float* up, float* out, int64_t n);
-void SiluMulAvx512(const float* gate, const float* up, float* out, int64_t n);
-void AddInPlaceAvx2(float* y, const float* x, int64_t n);
-void AddInPlaceAvx512(float* y, const float* x, int64_t n);
-void SoftmaxInPlaceAvx2(float* x, int64_t n);
-void SoftmaxInPlaceAvx512(float* x, int64_t n);
-float DotAvx2(const float* a, const float* b, int64_t n);
-float DotAvx512(const float* a, const float* b, int64_t n);
-void RopeRotateHalfAvx2(float* v, int n_heads, int head_dim, const float* cos, const float* sin);
-void RopeRotateHalfAvx512(float* v, int n_heads, int head_dim, const float* cos, const float* sin);
-
 void RmsNormRef(const float* x, const float* w, int64_t n, float eps, float* out) {
   double ss = 0.0;
   for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];

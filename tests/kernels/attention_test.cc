@@ -18,14 +18,6 @@
 
 namespace compressd::kernels {
 
-// Defined in kernels/cpu/attention_avx{2,512}.cc; not (yet) declared in attention.h.
-void AttendDenseAvx2(const DenseKvLayout& layout, int n_heads, const float* q,
-                     const void* const* k_blocks, const void* const* v_blocks, int n_ctx,
-                     float scale, float* out, float* scratch, int head_begin, int head_end);
-void AttendDenseAvx512(const DenseKvLayout& layout, int n_heads, const float* q,
-                       const void* const* k_blocks, const void* const* v_blocks, int n_ctx,
-                       float scale, float* out, float* scratch, int head_begin, int head_end);
-
 namespace {
 
 using AttendFn = decltype(&AttendDenseRef);

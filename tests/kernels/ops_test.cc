@@ -16,23 +16,6 @@
 
 namespace compressd::kernels {
 
-// Defined in kernels/cpu/ops_*.cc; not (yet) declared in ops.h.
-void RopeRotateHalfRef(float* v, int n_heads, int head_dim, const float* cos, const float* sin);
-void AddInPlaceRef(float* y, const float* x, int64_t n);
-void SoftmaxInPlaceRef(float* x, int64_t n);
-float DotRef(const float* a, const float* b, int64_t n);
-#define COMPRESSD_DECLARE_OPS(Isa)                                                     \
-  void RmsNorm##Isa(const float* x, const float* w, int64_t n, float eps, float* out); \
-  void SiluMul##Isa(const float* gate, const float* up, float* out, int64_t n);        \
-  void AddInPlace##Isa(float* y, const float* x, int64_t n);                           \
-  void SoftmaxInPlace##Isa(float* x, int64_t n);                                       \
-  float Dot##Isa(const float* a, const float* b, int64_t n);                           \
-  void RopeRotateHalf##Isa(float* v, int n_heads, int head_dim, const float* cos,      \
-                           const float* sin);                                          \
-  void Exp##Isa(const float* x, float* out, int64_t n);
-COMPRESSD_DECLARE_OPS(Avx2)
-COMPRESSD_DECLARE_OPS(Avx512)
-#undef COMPRESSD_DECLARE_OPS
 
 namespace {
 

@@ -30,6 +30,13 @@ void AttendDenseRef(const DenseKvLayout& layout, int n_heads, const float* q,
                     const void* const* k_blocks, const void* const* v_blocks, int n_ctx,
                     float scale, float* out, float* scratch, int head_begin, int head_end);
 
+void AttendDenseAvx2(const DenseKvLayout& layout, int n_heads, const float* q,
+                     const void* const* k_blocks, const void* const* v_blocks, int n_ctx,
+                     float scale, float* out, float* scratch, int head_begin, int head_end);
+void AttendDenseAvx512(const DenseKvLayout& layout, int n_heads, const float* q,
+                       const void* const* k_blocks, const void* const* v_blocks, int n_ctx,
+                       float scale, float* out, float* scratch, int head_begin, int head_end);
+
 // Writes one token's K and V ([n_kv_heads][head_dim] fp32 each) into slot of a block.
 void StoreDenseKv(const DenseKvLayout& layout, void* k_block, void* v_block, int slot,
                   const float* k, const float* v);

@@ -27,4 +27,25 @@ void SoftmaxInPlace(float* x, int64_t n);
 
 float Dot(const float* a, const float* b, int64_t n);
 
+// Scalar references (test oracles) of the ops above that have no Ref declared beside them.
+void RopeRotateHalfRef(float* v, int n_heads, int head_dim, const float* cos, const float* sin);
+void AddInPlaceRef(float* y, const float* x, int64_t n);
+void SoftmaxInPlaceRef(float* x, int64_t n);
+float DotRef(const float* a, const float* b, int64_t n);
+
+// Per-ISA versions, for parity tests and benchmarks (callers normally use the dispatching
+// entry points). ExpIsa: out[i] = exp(x[i]), relative error < 2e-7 on [-88, 88].
+#define COMPRESSD_DECLARE_ISA_OPS(Isa)                                                       \
+  void RmsNorm##Isa(const float* x, const float* w, int64_t n, float eps, float* out);     \
+  void SiluMul##Isa(const float* gate, const float* up, float* out, int64_t n);            \
+  void AddInPlace##Isa(float* y, const float* x, int64_t n);                               \
+  void SoftmaxInPlace##Isa(float* x, int64_t n);                                           \
+  float Dot##Isa(const float* a, const float* b, int64_t n);                               \
+  void RopeRotateHalf##Isa(float* v, int n_heads, int head_dim, const float* cos,          \
+                           const float* sin);                                              \
+  void Exp##Isa(const float* x, float* out, int64_t n);
+COMPRESSD_DECLARE_ISA_OPS(Avx2)
+COMPRESSD_DECLARE_ISA_OPS(Avx512)
+#undef COMPRESSD_DECLARE_ISA_OPS
+
 }  // namespace compressd::kernels
