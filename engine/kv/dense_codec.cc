@@ -66,6 +66,17 @@ Registry& GetRegistry() {
 
 }  // namespace
 
+// engine/kv/codec_registry.cc: registers the compressed codec families. Called here, once,
+// rather than from static initialisers that static-library linking would drop.
+void RegisterBuiltinKvCodecs();
+
+namespace {
+void EnsureBuiltins() {
+  static std::once_flag once;
+  std::call_once(once, [] { RegisterBuiltinKvCodecs(); });
+}
+}  // namespace
+
 void RegisterKvCodecMaker(KvCodecMaker maker, std::vector<std::string> names) {
   Registry& r = GetRegistry();
   std::lock_guard<std::mutex> lock(r.mu);
@@ -73,6 +84,7 @@ void RegisterKvCodecMaker(KvCodecMaker maker, std::vector<std::string> names) {
 }
 
 std::vector<std::string> KvCodecNames() {
+  EnsureBuiltins();
   std::vector<std::string> n = {"fp32", "fp16", "bf16"};
   Registry& r = GetRegistry();
   std::lock_guard<std::mutex> lock(r.mu);
@@ -82,6 +94,7 @@ std::vector<std::string> KvCodecNames() {
 
 absl::StatusOr<std::unique_ptr<KvCodec>> MakeKvCodec(const std::string& name,
                                                      const KvGeometry& g) {
+  EnsureBuiltins();
   if (g.n_kv_heads <= 0 || g.head_dim <= 0 || g.block_size <= 0 || g.n_layers <= 0 ||
       g.n_heads % g.n_kv_heads != 0) {
     return absl::InvalidArgumentError("invalid KV geometry");

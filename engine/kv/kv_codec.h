@@ -2,8 +2,11 @@
 // and the attention kernel that reads encoded blocks directly. The block pool and the
 // scheduler never interpret these bytes.
 //
-// Threads: Store and Attend are called from the engine's worker threads on disjoint
-// blocks/heads; codecs hold no mutable state outside the block bytes.
+// Threads: Store, Seal and Attend are called from the engine's worker threads on disjoint
+// blocks/heads. Dense codecs hold no mutable state outside the block bytes; codecs that
+// encode a block only once it is full (NeedsSeal) keep the tokens of a not-yet-full block in
+// an fp16 staging buffer of their own (KIVI's full-precision residual window: at most one
+// block per sequence and layer), guarded by an internal mutex.
 #pragma once
 
 #include <cstddef>
@@ -45,6 +48,14 @@ class KvCodec {
                       float scale, float* out, float* scratch, int head_begin,
                       int head_end) const = 0;
   virtual size_t ScratchFloats(int n_ctx) const { return static_cast<size_t>(n_ctx) + 64; }
+
+  // Capability: a codec that encodes a block when it fills returns true, and the runner calls
+  // Seal(layer, block) for every block whose last slot was stored in a step, after all of the
+  // step's Store calls for that layer and before any Attend of it (Store for a prefill chunk
+  // runs on several threads, so "the Store of the last slot" is not "the last Store").
+  // Seal may run concurrently for distinct blocks.
+  virtual bool NeedsSeal() const { return false; }
+  virtual void Seal(int /*layer*/, uint8_t* /*block*/) const {}
 
   // Average bytes of KV per token across all layers.
   double BytesPerToken() const {

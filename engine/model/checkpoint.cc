@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/compress/checkpoint_io.h"
 #include "engine/model/gguf_source.h"
 #include "engine/model/safetensors.h"
 
@@ -57,8 +58,13 @@ absl::StatusOr<LoadedCheckpoint> OpenCheckpoint(const std::string& path) {
   if (S_ISDIR(st.st_mode)) {
     ckpt.dir = path;
     ASSIGN_OR_RETURN(ckpt.config, ReadConfig(path));
+    // A compressed checkpoint (engine/compress/checkpoint_io.h): Linears load as stored.
+    if (StatPath(path + "/" + kCompressedMetadataFile, &st)) {
+      ASSIGN_OR_RETURN(ckpt.tensors, CompressedCheckpointSource::Open(path));
+      return ckpt;
+    }
     ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsSource> src, SafetensorsSource::Open(path));
-    ckpt.tensors = std::move(src);
+    ASSIGN_OR_RETURN(ckpt.tensors, WrapQuantizedSafetensors(std::move(src), path));  // GPTQ/AWQ
     return ckpt;
   }
   if (!S_ISREG(st.st_mode)) {
@@ -74,7 +80,7 @@ absl::StatusOr<LoadedCheckpoint> OpenCheckpoint(const std::string& path) {
   if (absl::EndsWith(path, ".safetensors") || absl::EndsWith(path, ".index.json")) {
     ASSIGN_OR_RETURN(ckpt.config, ReadConfig(ckpt.dir));
     ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsSource> src, SafetensorsSource::Open(path));
-    ckpt.tensors = std::move(src);
+    ASSIGN_OR_RETURN(ckpt.tensors, WrapQuantizedSafetensors(std::move(src), ckpt.dir));
     return ckpt;
   }
   return absl::InvalidArgumentError(absl::StrCat(

@@ -1,10 +1,14 @@
 #include "engine/model/model_loader.h"
 
 #include "absl/strings/match.h"
+#include "engine/compress/checkpoint_io.h"
+#include "engine/compress/sparse_util.h"
+#include "engine/compress/register.h"
 #include "engine/core/logging.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/gguf.h"
 #include "engine/model/random_model.h"
+#include "kernels/gemm.h"
 
 namespace compressd {
 namespace {
@@ -17,7 +21,14 @@ CompressionFactoryMaker& FactoryMaker() {
 absl::StatusOr<LinearFactory> DenseFactory(const std::string& spec) {
   if (spec == "auto" || spec.empty()) {
     return LinearFactory([](const std::string&, const TensorView& t) -> absl::StatusOr<Linear> {
-      // Keep the checkpoint's own dtype where a kernel reads it directly.
+      // Keep the checkpoint's own format where a kernel reads it directly: plain
+      // F32/F16/BF16, and GGUF Q8_0/Q4_0 blocks (kernels/ggml_quant.h).
+      // (Until QuantFormatOps() forwards variants >= 100, GemmSupports() says no and the
+      // blocks are converted to BF16 as before.)
+      if (t.storage == StorageType::kQ8_0 || t.storage == StorageType::kQ4_0) {
+        auto l = MakeGgufLinear(t);
+        if (!l.ok() || kernels::GemmSupports(l->w.format)) return l;
+      }
       const bool direct = t.storage == StorageType::kPlain &&
                           (t.dtype == DType::kF32 || t.dtype == DType::kF16 ||
                            t.dtype == DType::kBF16);
@@ -81,9 +92,21 @@ absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options) {
   model->source = source;
   ASSIGN_OR_RETURN(const ArchitectureSpec* arch, FindArchitecture(model->config));
 
+  RegisterBuiltinCompression();  // engine/compress presets/recipes (idempotent)
   LinearFactory factory;
   auto dense = DenseFactory(options.weights);
-  if (dense.ok()) {
+  const auto* stored = dynamic_cast<const StoredLinearSource*>(source.get());
+  const bool as_stored =
+      options.weights == "auto" || options.weights == "stored" || options.weights.empty();
+  if (stored != nullptr && (as_stored || !stored->AllowsRecompression())) {
+    // Compressed / GPTQ / AWQ checkpoints load as stored (engine/compress/checkpoint_io.h).
+    if (!as_stored) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          options.model, " is a compressed checkpoint: use --weights auto (or stored), not '",
+          options.weights, "'"));
+    }
+    factory = StoredLinearFactory(stored);
+  } else if (dense.ok()) {
     factory = *dense;
   } else if (FactoryMaker()) {
     ASSIGN_OR_RETURN(factory, FactoryMaker()(options.weights, options, *model));

@@ -6,6 +6,8 @@
 // Per (row, token) the arithmetic is: 16-lane (AVX-512) / 8-lane (AVX2) FMA accumulation over
 // the block in column order, one fixed horizontal reduction, then y = block 0 sum + block 1
 // sum + ... in order. None of it depends on n or on the row range: batch invariant.
+// This header has the AVX2 engine (scalar block decoders); the AVX-512 engine, with decoders
+// in registers, is kernels/sparse_tile_avx512.h.
 #pragma once
 
 #include <cstdint>
@@ -18,8 +20,6 @@ namespace compressd::kernels {
 using BlockDecodeFn = void (*)(const PackedWeight& w, int64_t r, int64_t k0, int64_t len,
                                float* out);
 
-void DecodedGemmAvx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
-                       int64_t row_begin, int64_t row_end, BlockDecodeFn decode);
 void DecodedGemmAvx2(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                      int64_t row_begin, int64_t row_end, BlockDecodeFn decode);
 

@@ -1,0 +1,276 @@
+#include "engine/compress/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/match.h"
+#include "kernels/gemm.h"
+#include "kernels/quant.h"
+
+namespace compressd {
+namespace {
+
+using Family = QuantFormatSpec::Family;
+
+Linear FromPacked(kernels::PackedQuant p, const std::string& name) {
+  Linear l;
+  auto holder = std::make_shared<kernels::PackedQuant>(std::move(p));
+  holder->Bind();
+  l.w = holder->view;
+  l.format_name = name;
+  l.storage.push_back(std::shared_ptr<const void>(holder, holder.get()));
+  return l;
+}
+
+}  // namespace
+
+absl::StatusOr<QuantFormatSpec> ParseQuantFormat(const std::string& name_in) {
+  QuantFormatSpec f;
+  std::string name = name_in;
+  if (absl::EndsWith(name, "+gptq")) {
+    f.method = QuantMethod::kGptq;
+    name.resize(name.size() - 5);
+  } else if (absl::EndsWith(name, "+quantease")) {
+    f.method = QuantMethod::kQuantEase;
+    name.resize(name.size() - 10);
+  }
+  auto bad = [&]() {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown weight format '", name_in,
+        "'; known: f32, f16, bf16, int8, w8a8, llm-int8[-t<thr>], int{2,3,4,8}[-g<32|64|128>], "
+        "spqr3, spqr4, mixllm-<avg bits>, each int{2,3,4}-g format optionally +gptq/+quantease"));
+  };
+  if (name == "f32" || name == "fp32" || name == "f16" || name == "fp16" || name == "bf16") {
+    f.family = Family::kDense;
+    f.dense_dtype = name == "bf16" ? DType::kBF16 : (name == "f32" || name == "fp32") ? DType::kF32 : DType::kF16;
+    f.name = name;
+  } else if (name == "int8") {
+    f.family = Family::kInt8Row;
+    f.bits = 8;
+    f.name = name;
+  } else if (name == "w8a8") {
+    f.family = Family::kW8A8;
+    f.bits = 8;
+    f.name = name;
+  } else if (absl::StartsWith(name, "llm-int8")) {
+    f.family = Family::kLlmInt8;
+    f.bits = 8;
+    f.name = "llm-int8";
+    const std::string rest = name.substr(8);
+    if (!rest.empty()) {
+      if (!absl::StartsWith(rest, "-t") || !absl::SimpleAtof(rest.substr(2), &f.outlier_threshold)) {
+        return bad();
+      }
+      f.name = name;
+    }
+  } else if (name == "spqr3" || name == "spqr4") {
+    f.family = Family::kSpqr;
+    f.bits = name[4] - '0';
+    f.group_size = 16;
+    f.name = name;
+  } else if (absl::StartsWith(name, "mixllm-")) {
+    f.family = Family::kMixed;
+    if (!absl::SimpleAtod(name.substr(7), &f.mixed_avg_bits) || f.mixed_avg_bits < 4.0 ||
+        f.mixed_avg_bits > 9.0) {
+      return bad();
+    }
+    f.group_size = 128;
+    f.name = name;
+  } else if (absl::StartsWith(name, "int")) {
+    std::vector<std::string> parts = absl::StrSplit(name.substr(3), '-');
+    int bits = 0;
+    if (parts.empty() || !absl::SimpleAtoi(parts[0], &bits) ||
+        (bits != 2 && bits != 3 && bits != 4 && bits != 8)) {
+      return bad();
+    }
+    int group = bits == 2 ? 32 : (bits == 3 ? 64 : 128);
+    if (parts.size() == 2) {
+      if (parts[1].size() < 2 || parts[1][0] != 'g' || !absl::SimpleAtoi(parts[1].substr(1), &group) ||
+          (group != 16 && group != 32 && group != 64 && group != 128 && group != 256)) {
+        return bad();
+      }
+    } else if (parts.size() > 2) {
+      return bad();
+    }
+    f.family = Family::kGroup;
+    f.bits = bits;
+    f.group_size = group;
+    f.name = absl::StrCat("int", bits, "-g", group);
+  } else {
+    return bad();
+  }
+  if (f.method != QuantMethod::kRtn) {
+    if (f.family != Family::kGroup || f.bits == 8) return bad();
+    f.name += f.method == QuantMethod::kGptq ? "+gptq" : "+quantease";
+  }
+  return f;
+}
+
+double FormatBitsPerParam(const QuantFormatSpec& f, int64_t cols) {
+  switch (f.family) {
+    case Family::kDense: return 8.0 * kernels::DTypeSize(f.dense_dtype);
+    case Family::kInt8Row:
+    case Family::kW8A8:
+    case Family::kLlmInt8: return 8.0 + 64.0 / std::max<int64_t>(cols, 1);
+    case Family::kGroup: return f.bits + 32.0 / f.group_size;
+    case Family::kSpqr: return f.bits + 16.0 / f.group_size + 0.01 * 32;
+    case Family::kMixed: return f.mixed_avg_bits;
+  }
+  return 32;
+}
+
+std::vector<double> RowSalience(const std::vector<float>& w, int64_t rows, int64_t cols,
+                                const ActivationStats* stats) {
+  std::vector<double> s(static_cast<size_t>(rows), 0.0);
+  const bool has = stats != nullptr && stats->cols == cols && stats->n_samples > 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    double acc = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const double v = w[r * cols + c];
+      acc += v * v * (has ? stats->MeanSq(c) : 1.0);
+    }
+    s[r] = acc;
+  }
+  return s;
+}
+
+absl::StatusOr<Linear> QuantizeMatrix(const std::string& tensor_name, const std::vector<float>& w,
+                                      int64_t rows, int64_t cols, const QuantFormatSpec& f,
+                                      const ActivationStats* stats, const QuantizeOptions& opt) {
+  const bool stats_ok = stats != nullptr && stats->cols == cols && stats->n_samples > 0;
+  std::vector<float> diag;
+  if (stats_ok) {
+    diag.resize(static_cast<size_t>(cols));
+    for (int64_t c = 0; c < cols; ++c) diag[c] = static_cast<float>(stats->MeanSq(c));
+  }
+  const float* cw = stats_ok ? diag.data() : nullptr;
+  switch (f.family) {
+    case Family::kDense: {
+      TensorView t;
+      t.name = tensor_name;
+      t.dtype = DType::kF32;
+      t.shape = {rows, cols};
+      t.data = w.data();
+      t.bytes = w.size() * 4;
+      return MakeDenseLinear(t, f.dense_dtype);
+    }
+    case Family::kInt8Row:
+    case Family::kW8A8:
+      return FromPacked(kernels::PackInt8Rows(w.data(), rows, cols, f.family == Family::kW8A8),
+                        f.name);
+    case Family::kLlmInt8: {
+      std::vector<uint32_t> outliers;
+      if (stats_ok) {
+        for (int64_t c = 0; c < cols; ++c) {
+          if (stats->col_abs_max[c] > f.outlier_threshold) outliers.push_back(static_cast<uint32_t>(c));
+        }
+      }
+      Linear l = FromPacked(kernels::PackLlmInt8(w.data(), rows, cols, outliers), f.name);
+      return l;
+    }
+    case Family::kSpqr:
+      return FromPacked(kernels::PackSpqr(w.data(), rows, cols, f.bits, 0.01f, cw), f.name);
+    case Family::kMixed: {
+      std::vector<uint8_t> bits;
+      if (opt.row_bits != nullptr && static_cast<int64_t>(opt.row_bits->size()) == rows) {
+        bits = *opt.row_bits;
+      } else {
+        // Fraction p of 8-bit rows: 4 + 4p + 32/g = avg.
+        const double p = std::clamp((f.mixed_avg_bits - 4.0 - 32.0 / f.group_size) / 4.0, 0.0, 1.0);
+        const auto sal = RowSalience(w, rows, cols, stats);
+        std::vector<int64_t> order(static_cast<size_t>(rows));
+        std::iota(order.begin(), order.end(), 0);
+        std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sal[a] > sal[b]; });
+        bits.assign(static_cast<size_t>(rows), 4);
+        const int64_t k = static_cast<int64_t>(std::llround(p * rows));
+        for (int64_t i = 0; i < k; ++i) bits[order[i]] = 8;
+      }
+      return FromPacked(kernels::PackMixed(w.data(), rows, cols, bits, f.group_size, cw), f.name);
+    }
+    case Family::kGroup: {
+      if (f.method == QuantMethod::kRtn || !stats_ok || !stats->has_xtx()) {
+        return FromPacked(kernels::PackGroup(w.data(), rows, cols, f.bits, f.group_size, cw), f.name);
+      }
+      GroupCodes gc =
+          f.method == QuantMethod::kGptq
+              ? GptqQuantize(w, rows, cols, f.bits, f.group_size, stats->xtx, opt.damping, opt.threads)
+              : QuantEaseQuantize(w, rows, cols, f.bits, f.group_size, stats->xtx, opt.damping,
+                                  f.passes, opt.threads);
+      return FromPacked(kernels::PackGroupCodes(gc.codes.data(), gc.scale.data(), gc.min.data(),
+                                                rows, cols, f.bits, f.group_size),
+                        f.name);
+    }
+  }
+  return absl::InternalError("unreachable");
+}
+
+absl::StatusOr<Linear> QuantizeLinear(const TensorView& t, const QuantFormatSpec& f,
+                                      const ActivationStats* stats, const QuantizeOptions& opt) {
+  if (t.shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " is not a matrix"));
+  }
+  if (f.family == Family::kDense) return MakeDenseLinear(t, f.dense_dtype);
+  std::vector<float> w;
+  if (t.storage == StorageType::kPlain) {
+    ASSIGN_OR_RETURN(w, TensorToF32(t));
+  } else {
+    ASSIGN_OR_RETURN(Linear dense, MakeDenseLinear(t, DType::kF32));
+    w.resize(static_cast<size_t>(dense.rows() * dense.cols()));
+    kernels::DequantizeRows(dense.w, 0, dense.rows(), w.data());
+  }
+  return QuantizeMatrix(t.name, w, t.shape[0], t.shape[1], f, stats, opt);
+}
+
+double LayerError(const Linear& q, const std::vector<float>& w, const ActivationStats* stats) {
+  const int64_t rows = q.rows(), cols = q.cols();
+  std::vector<float> d(static_cast<size_t>(rows * cols));
+  if (q.first) {
+    // Low-rank: materialise U * V.
+    std::vector<float> u(static_cast<size_t>(rows * q.w.cols)), v(static_cast<size_t>(q.first->rows() * cols));
+    kernels::DequantizeRows(q.w, 0, rows, u.data());
+    kernels::DequantizeRows(q.first->w, 0, q.first->rows(), v.data());
+    const int64_t k = q.w.cols;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < k; ++i) {
+        const float a = u[r * k + i];
+        for (int64_t c = 0; c < cols; ++c) d[r * cols + c] += a * v[i * cols + c];
+      }
+  } else {
+    kernels::DequantizeRows(q.w, 0, rows, d.data());
+  }
+  const bool full = stats != nullptr && stats->cols == cols && stats->has_xtx();
+  const bool diag = stats != nullptr && stats->cols == cols && stats->n_samples > 0;
+  double num = 0, den = 0;
+  std::vector<double> e(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* wr = w.data() + r * cols;
+    for (int64_t c = 0; c < cols; ++c) e[c] = static_cast<double>(wr[c]) - d[r * cols + c];
+    if (full) {
+      for (int64_t i = 0; i < cols; ++i) {
+        const double* hi = stats->xtx.data() + i * cols;
+        double ae = 0, aw = 0;
+        for (int64_t j = 0; j < cols; ++j) {
+          ae += hi[j] * e[j];
+          aw += hi[j] * wr[j];
+        }
+        num += e[i] * ae;
+        den += wr[i] * aw;
+      }
+    } else {
+      for (int64_t c = 0; c < cols; ++c) {
+        const double h = diag ? stats->col_sq_sum[c] : 1.0;
+        num += e[c] * e[c] * h;
+        den += static_cast<double>(wr[c]) * wr[c] * h;
+      }
+    }
+  }
+  return den > 0 ? num / den : 0.0;
+}
+
+}  // namespace compressd

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Soak and fault tests (tests/soak/soak_test.cc) against the real binaries on loopback.
+#   scripts/soak.sh                 SOAK_SECONDS (default 1800) of open-loop load above capacity
+#   scripts/soak.sh --faults        the bounded fault and security tests only (~1-2 min)
+#   scripts/soak.sh --all           both
+# Environment: BUILD_DIR (default build-soak, configured Release if missing), SOAK_SECONDS,
+# SOAK_RATE (requests/s offered, default 40), JOBS (default 2).
+# CI: SOAK_SECONDS=120 scripts/soak.sh --all
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${BUILD_DIR:-$ROOT/build-soak}"
+JOBS="${JOBS:-2}"
+export SOAK_SECONDS="${SOAK_SECONDS:-1800}"
+
+case "${1:-}" in
+  "") filter="SoakTest.*" ;;
+  --faults) filter="FaultTest.*:SecurityTest.*" ;;
+  --all) filter="*" ;;
+  *) sed -n '2,9p' "$0"; exit 2 ;;
+esac
+
+t0=$(date +%s)
+if [[ ! -f "$BUILD/build.ninja" ]]; then
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCOMPRESSD_CUDA=OFF \
+    -DCOMPRESSD_BUILD_BENCHMARKS=OFF >/dev/null
+fi
+ninja -C "$BUILD" -j"$JOBS" compressd compressd-loadtest soak_soak_test
+echo "== build took $(( $(date +%s) - t0 ))s"
+t0=$(date +%s)
+COMPRESSD_BINARY_DIR="$BUILD" "$BUILD/tests/soak_soak_test" --gtest_filter="$filter"
+rc=$?
+echo "== tests took $(( $(date +%s) - t0 ))s (SOAK_SECONDS=$SOAK_SECONDS)"
+exit $rc
