@@ -11,7 +11,7 @@ PKGS=(
   libbenchmark-dev nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
   libxxhash-dev libssl-dev zlib1g-dev
   python3 python3-numpy python3-grpcio python3-grpc-tools python3-jsonschema python3-yaml
-  yamllint prometheus
+  yamllint prometheus chromium openssl
 )
 
 # npm ships with Node.js on these machines (NodeSource build); Debian's npm would conflict.
