@@ -21,14 +21,10 @@
 #include <cstring>
 
 #include "kernels/kv_quant.h"
+#include "kernels/ops.h"
 #include "kernels/types.h"
 
 namespace compressd::kernels {
-
-void ExpAvx512(const float* x, float* out, int64_t n);  // ops_avx512.cc
-void AttendKvQuantRef(const KvQuantLayout& l, int n_heads, const float* q,
-                      const uint8_t* const* blocks, const uint16_t* tail_stage, int n_ctx,
-                      float scale, float* out, float* scratch, int head_begin, int head_end);
 
 namespace {
 

@@ -7,14 +7,10 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/kv_quant.h"
+#include "kernels/ops.h"
 #include "kernels/types.h"
 
 namespace compressd::kernels {
-
-void SoftmaxInPlaceRef(float* x, int64_t n);  // ops_ref.cc
-void AttendKvQuantAvx512(const KvQuantLayout& l, int n_heads, const float* q,
-                         const uint8_t* const* blocks, const uint16_t* tail_stage, int n_ctx,
-                         float scale, float* out, float* scratch, int head_begin, int head_end);
 
 bool KvQuantLayout::Valid() const {
   auto ok_bits = [](int b) { return b == 2 || b == 4 || b == 8; };

@@ -15,10 +15,6 @@
 
 namespace compressd::kernels {
 
-void AttendKvQuantAvx512(const KvQuantLayout& l, int n_heads, const float* q,
-                         const uint8_t* const* blocks, const uint16_t* tail_stage, int n_ctx,
-                         float scale, float* out, float* scratch, int head_begin, int head_end);
-
 namespace {
 
 TEST(KvQuantPack, RoundTrip) {

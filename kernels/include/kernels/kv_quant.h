@@ -82,5 +82,9 @@ void AttendKvQuant(const KvQuantLayout& l, int n_heads, const float* q,
 void AttendKvQuantRef(const KvQuantLayout& l, int n_heads, const float* q,
                       const uint8_t* const* blocks, const uint16_t* tail_stage, int n_ctx,
                       float scale, float* out, float* scratch, int head_begin, int head_end);
+// Per-ISA entry point (AttendKvQuant dispatches; tests and benchmarks call it directly).
+void AttendKvQuantAvx512(const KvQuantLayout& l, int n_heads, const float* q,
+                         const uint8_t* const* blocks, const uint16_t* tail_stage, int n_ctx,
+                         float scale, float* out, float* scratch, int head_begin, int head_end);
 
 }  // namespace compressd::kernels
