@@ -124,10 +124,19 @@ absl::StatusOr<Linear> MakeDenseLinear(const TensorView& t, DType target) {
 void LinearForwardMany(const std::vector<const Linear*>& ls, const float* x, int64_t n,
                        const std::vector<float*>& outputs, ThreadPool& pool) {
   // One dispatch over the concatenated row space of all linears (they share the input).
+  // Two-GEMM formats (low-rank) need their intermediate: run those one by one.
+  for (const Linear* l : ls) {
+    if (l->first) {
+      thread_local std::vector<float> scratch;
+      for (size_t i = 0; i < ls.size(); ++i) {
+        LinearForward(*ls[i], x, n, outputs[i], ls[i]->rows(), pool, &scratch);
+      }
+      return;
+    }
+  }
   std::vector<int64_t> offsets(ls.size() + 1, 0);
   int64_t align = 1;
   for (size_t i = 0; i < ls.size(); ++i) {
-    CHECK(!ls[i]->first);
     offsets[i + 1] = offsets[i] + ls[i]->rows();
     align = std::max(align, kernels::GemmRowAlign(ls[i]->w.format));
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "engine/compress/sparse_util.h"
@@ -97,6 +98,83 @@ std::vector<double> SymmetricEigen(std::vector<double> a, int64_t m, std::vector
   return vals;
 }
 
+namespace {
+
+// Top-l eigenpairs of the PSD m x m matrix g by randomized subspace iteration (8 power
+// steps with modified Gram-Schmidt), then Jacobi on the l x l Rayleigh quotient. Returns the
+// eigenvalues (descending); vecs becomes m x l row-major.
+std::vector<double> TopEigen(const std::vector<double>& g, int64_t m, int64_t l,
+                             std::vector<double>* vecs) {
+  std::mt19937_64 rng(12345);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  std::vector<double> q(static_cast<size_t>(l * m)), z(static_cast<size_t>(l * m));  // columns
+  for (double& v : q) v = nd(rng);
+  auto orthonormalize = [&](std::vector<double>& a) {
+    for (int64_t j = 0; j < l; ++j) {
+      double* aj = &a[j * m];
+      for (int pass = 0; pass < 2; ++pass) {  // twice is enough (Kahan)
+        for (int64_t i = 0; i < j; ++i) {
+          const double* ai = &a[i * m];
+          double d = 0;
+          for (int64_t k = 0; k < m; ++k) d += ai[k] * aj[k];
+          for (int64_t k = 0; k < m; ++k) aj[k] -= d * ai[k];
+        }
+      }
+      double nrm = 0;
+      for (int64_t k = 0; k < m; ++k) nrm += aj[k] * aj[k];
+      nrm = std::sqrt(nrm);
+      if (nrm < 1e-300) {  // rank-deficient: any unit vector orthogonal later is fine
+        for (int64_t k = 0; k < m; ++k) aj[k] = nd(rng);
+        --j;
+        continue;
+      }
+      for (int64_t k = 0; k < m; ++k) aj[k] /= nrm;
+    }
+  };
+  auto multiply = [&](const std::vector<double>& in, std::vector<double>& out) {
+    for (int64_t j = 0; j < l; ++j) {
+      for (int64_t i = 0; i < m; ++i) {
+        const double* gi = &g[i * m];
+        const double* v = &in[j * m];
+        double d = 0;
+        for (int64_t k = 0; k < m; ++k) d += gi[k] * v[k];
+        out[j * m + i] = d;
+      }
+    }
+  };
+  orthonormalize(q);
+  for (int it = 0; it < 8; ++it) {
+    multiply(q, z);
+    q.swap(z);
+    orthonormalize(q);
+  }
+  multiply(q, z);
+  std::vector<double> b(static_cast<size_t>(l * l));
+  for (int64_t i = 0; i < l; ++i) {
+    for (int64_t j = 0; j < l; ++j) {
+      double d = 0;
+      for (int64_t k = 0; k < m; ++k) d += q[i * m + k] * z[j * m + k];
+      b[i * l + j] = d;
+    }
+  }
+  for (int64_t i = 0; i < l; ++i) {  // symmetrise rounding
+    for (int64_t j = i + 1; j < l; ++j) b[i * l + j] = b[j * l + i] = 0.5 * (b[i * l + j] + b[j * l + i]);
+  }
+  std::vector<double> w;
+  std::vector<double> vals = SymmetricEigen(std::move(b), l, &w);
+  vecs->assign(static_cast<size_t>(m * l), 0.0);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = 0; j < l; ++j) {
+      double d = 0;
+      for (int64_t i = 0; i < l; ++i) d += q[i * m + r] * w[i * l + j];
+      (*vecs)[r * l + j] = d;
+    }
+  }
+  return vals;
+}
+
+}  // namespace
+
 absl::StatusOr<Linear> CompressLowRank(const TensorView& t, const LowRankParams& p,
                                        const ActivationStats* stats) {
   if (t.shape.size() != 2) {
@@ -152,11 +230,28 @@ absl::StatusOr<Linear> CompressLowRank(const TensorView& t, const LowRankParams&
       for (int64_t j = 0; j < i; ++j) g[i * m + j] = g[j * m + i];
     }
   }
-  std::vector<double> vecs;
-  const std::vector<double> lam = SymmetricEigen(std::move(g), m, &vecs);
-  int64_t k;
+  // Rank known up front (explicit or by ratio): only the top eigenpairs are needed, found by
+  // subspace iteration when they are a small part of the spectrum; the energy rule needs all.
+  int64_t k_known = 0;
   if (p.rank > 0) {
-    k = p.rank;
+    k_known = p.rank;
+  } else if (p.energy <= 0) {
+    k_known = static_cast<int64_t>(std::floor(p.ratio * static_cast<double>(rows * cols) /
+                                              static_cast<double>(rows + cols)));
+  }
+  k_known = k_known > 0 ? std::min(k_known, m) : 0;
+  std::vector<double> vecs;
+  std::vector<double> lam;
+  int64_t vs = m;  // columns of vecs
+  if (k_known > 0 && k_known + 16 < m * 6 / 10) {
+    vs = k_known + 16;
+    lam = TopEigen(g, m, vs, &vecs);
+  } else {
+    lam = SymmetricEigen(std::move(g), m, &vecs);
+  }
+  int64_t k;
+  if (k_known > 0) {
+    k = k_known;
   } else if (p.energy > 0) {
     double total = 0, acc = 0;
     for (double l : lam) total += std::max(l, 0.0);
@@ -176,23 +271,23 @@ absl::StatusOr<Linear> CompressLowRank(const TensorView& t, const LowRankParams&
   std::vector<float> u(static_cast<size_t>(rows * k)), v(static_cast<size_t>(k * cols));
   if (left) {  // U = E_k (eigenvectors of A A^T), V = U^T W
     for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t j = 0; j < k; ++j) u[r * k + j] = static_cast<float>(vecs[r * m + j]);
+      for (int64_t j = 0; j < k; ++j) u[r * k + j] = static_cast<float>(vecs[r * vs + j]);
     }
     for (int64_t j = 0; j < k; ++j) {
       for (int64_t c = 0; c < cols; ++c) {
         double acc = 0;
-        for (int64_t r = 0; r < rows; ++r) acc += vecs[r * m + j] * w[r * cols + c];
+        for (int64_t r = 0; r < rows; ++r) acc += vecs[r * vs + j] * w[r * cols + c];
         v[j * cols + c] = static_cast<float>(acc);
       }
     }
   } else {  // V = E_k^T diag(1/s), U = A E_k (E_k: eigenvectors of A^T A)
     for (int64_t j = 0; j < k; ++j) {
-      for (int64_t c = 0; c < cols; ++c) v[j * cols + c] = static_cast<float>(vecs[c * m + j] / s[c]);
+      for (int64_t c = 0; c < cols; ++c) v[j * cols + c] = static_cast<float>(vecs[c * vs + j] / s[c]);
     }
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < k; ++j) {
         double acc = 0;
-        for (int64_t c = 0; c < cols; ++c) acc += a[r * cols + c] * vecs[c * m + j];
+        for (int64_t c = 0; c < cols; ++c) acc += a[r * cols + c] * vecs[c * vs + j];
         u[r * k + j] = static_cast<float>(acc);
       }
     }

@@ -23,8 +23,8 @@ absl::StatusOr<LinearFactory> DenseFactory(const std::string& spec) {
     return LinearFactory([](const std::string&, const TensorView& t) -> absl::StatusOr<Linear> {
       // Keep the checkpoint's own format where a kernel reads it directly: plain
       // F32/F16/BF16, and GGUF Q8_0/Q4_0 blocks (kernels/ggml_quant.h).
-      // (Until QuantFormatOps() forwards variants >= 100, GemmSupports() says no and the
-      // blocks are converted to BF16 as before.)
+      // (Where a build's kernels cannot run them, GemmSupports() says no and the blocks are
+      // converted to BF16 as before.)
       if (t.storage == StorageType::kQ8_0 || t.storage == StorageType::kQ4_0) {
         auto l = MakeGgufLinear(t);
         if (!l.ok() || kernels::GemmSupports(l->w.format)) return l;

@@ -138,5 +138,33 @@ TEST(LowRank, QuantizedFactors) {
   EXPECT_LT(RelErr(Reconstruct(*l), w), 3e-2);
 }
 
+// Rank known up front and small against the spectrum: the randomized subspace path must be
+// near the optimal (Eckart-Young) error, the sum of the discarded eigenvalues of W W^T.
+TEST(LowRank, SubspaceIterationNearOptimal) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  const int64_t rows = 100, cols = 160;
+  auto w = LowRankMatrix(rows, cols, 20, rng);
+  for (float& x : w) x += 0.05f * n(rng);
+  std::vector<double> g(rows * rows, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < rows; ++j) {
+      for (int64_t c = 0; c < cols; ++c) g[i * rows + j] += double{w[i * cols + c]} * w[j * cols + c];
+    }
+  }
+  std::vector<double> vecs;
+  const auto lam = SymmetricEigen(g, rows, &vecs);
+  double optimal = 0;
+  for (int64_t i = 20; i < rows; ++i) optimal += lam[i];
+  LowRankParams p;
+  p.rank = 20;  // 20 + 16 < 0.6 * 100: subspace iteration
+  auto l = CompressLowRank(View(w, rows, cols), p, nullptr);
+  ASSERT_TRUE(l.ok()) << l.status();
+  const auto r = Reconstruct(*l);
+  double err = 0;
+  for (size_t i = 0; i < w.size(); ++i) err += (r[i] - w[i]) * (r[i] - w[i]);
+  EXPECT_LT(err, 1.05 * optimal + 1.0) << "optimal " << optimal;
+}
+
 }  // namespace
 }  // namespace compressd
