@@ -133,7 +133,7 @@ run_one() {
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
   ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
   corp=$(find "$work/corpus" -type f | wc -l)
-  crashes=$(find "$FINDINGS" -name "$t-*" -type f | wc -l)
+  crashes=$(find "$FINDINGS" -maxdepth 1 -name "$t-*" -type f | wc -l)
   echo "fuzz-result $t secs=$secs rc=$rc execs=${execs:-?} corpus=$corp cov=${cov:-?} ft=${ft:-?} findings=$crashes"
   if [[ $rc -ne 0 ]]; then
     grep -E "ERROR|SUMMARY|==[0-9]+==|Test unit written|error in line" "$log" | head -20 || true

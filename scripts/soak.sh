@@ -4,7 +4,7 @@
 #   scripts/soak.sh --faults        the bounded fault and security tests only (~1-2 min)
 #   scripts/soak.sh --all           both
 # Environment: BUILD_DIR (default build-soak, configured Release if missing), SOAK_SECONDS,
-# SOAK_RATE (requests/s offered, default 40), JOBS (default 2).
+# SOAK_RATE (requests/s offered, default 200), JOBS (default 2).
 # CI: SOAK_SECONDS=120 scripts/soak.sh --all
 set -euo pipefail
 

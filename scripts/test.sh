@@ -21,6 +21,8 @@ stage "build"
 cmake --build "$BUILD_DIR" -j "$JOBS"
 
 stage "test"
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" --timeout 600 -LE soak
+# CI runs the soak test for 2 minutes (SOAK_SECONDS); locally it skips unless set.
+if [ "${CI:-}" = "true" ]; then export SOAK_SECONDS="${SOAK_SECONDS:-120}"; fi
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" --timeout 900
 
 echo "== done in $(( $(date +%s) - t0 )) s"

@@ -122,7 +122,7 @@ absl::StatusOr<std::unique_ptr<CalibrationData>> CalibrationData::Collect(
     att.resize(T * QD);
     gate.resize(T * F);
     up.resize(T * F);
-    for (int64_t t = 0; t < T; ++t) EmbeddingRow(w.embed, H, tokens[start + t], x.data() + t * H);
+    for (int64_t t = 0; t < T; ++t) EmbedToken(w, H, tokens[start + t], x.data() + t * H);
     for (int l = 0; l < c.num_hidden_layers; ++l) {
       const LayerWeights& L = w.layers[l];
       const std::string p = absl::StrCat("layers.", l, ".");

@@ -162,7 +162,8 @@ absl::StatusOr<uint64_t> ParseByteSize(const std::string& s_in) {
     }
   }
   double v = 0;
-  if (!absl::SimpleAtod(s, &v) || v <= 0) {
+  // !(x) also rejects NaN; sizes of 2^64 bytes and more (or inf) do not fit in uint64_t.
+  if (!absl::SimpleAtod(s, &v) || !(v > 0) || !(v * mult < 0x1p64)) {
     return absl::InvalidArgumentError(absl::StrCat("bad byte size '", s_in, "'"));
   }
   return static_cast<uint64_t>(v * mult);
@@ -188,10 +189,13 @@ absl::StatusOr<Recipe> ParseRecipe(const std::string& text) {
       } else if (key == "budget") {
         ASSIGN_OR_RETURN(r.budget_bytes, ParseByteSize(it->second.as<std::string>()));
       } else if (key == "candidates") {
-        for (const auto& c : it->second) r.budget_candidates.push_back(c.as<std::string>());
+        // it-> is a temporary proxy: iterate over a copy of the node, not a dangling member.
+        for (const auto& c : YAML::Node(it->second)) {
+          r.budget_candidates.push_back(c.as<std::string>());
+        }
       } else if (key == "rules") {
         if (!it->second.IsSequence()) return absl::InvalidArgumentError("recipe: 'rules' must be a list");
-        for (const auto& n : it->second) {
+        for (const auto& n : YAML::Node(it->second)) {
           if (!n["match"] || !n["format"]) {
             return absl::InvalidArgumentError("recipe: each rule needs 'match' and 'format'");
           }

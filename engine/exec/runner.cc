@@ -84,7 +84,7 @@ const float* ModelRunner::Forward(const std::vector<BatchEntry>& batch, int64_t*
     for (size_t b = 0; b < batch.size(); ++b) {
       const auto& e = batch[b];
       for (int i = 0; i < e.n_tokens; ++i, ++t) {
-        EmbeddingRow(w.embed, H, e.tokens[i], x_.data() + t * H);
+        EmbedToken(w, H, e.tokens[i], x_.data() + t * H);
         pos_[t] = e.start_pos + i;
         entry_of_[t] = static_cast<int32_t>(b);
       }

@@ -2,6 +2,7 @@
 // RoPE, grouped-query attention, SwiGLU MLP, tied or untied embeddings.
 #include "absl/strings/str_format.h"
 #include "engine/model/architecture.h"
+#include "kernels/gemm.h"
 
 namespace compressd {
 namespace {
@@ -79,6 +80,10 @@ absl::Status BuildLlamaFamily(const TensorSource& src, const LinearFactory& make
   } else {
     // Tied: the output projection reads the embedding table (compressed like any linear).
     ASSIGN_OR_RETURN(w.lm_head, make("lm_head.weight", w.embed));
+    // When that made a new copy (compressed or converted), embeddings read it too, so the
+    // model holds one table. Two-GEMM formats have no per-row dequantization.
+    w.embed_from_lm_head = w.lm_head.w.data != w.embed.data && !w.lm_head.first &&
+                           kernels::GemmSupports(w.lm_head.w.format);
   }
   return absl::OkStatus();
 }

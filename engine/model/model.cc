@@ -4,6 +4,7 @@
 
 #include "engine/core/logging.h"
 #include "engine/model/ggml_blocks.h"
+#include "kernels/gemm.h"
 
 namespace compressd {
 
@@ -36,6 +37,14 @@ void EmbeddingRow(const TensorView& embed, int64_t hidden, int32_t token, float*
   }
 }
 
+void EmbedToken(const ModelWeights& w, int64_t hidden, int32_t token, float* out) {
+  if (w.embed_from_lm_head) {
+    kernels::DequantizeRows(w.lm_head.w, token, token + 1, out);
+    return;
+  }
+  EmbeddingRow(w.embed, hidden, token, out);
+}
+
 std::vector<Model::Group> Model::Groups() const {
   std::vector<Group> g(5);
   g[0].name = "embeddings";
@@ -45,8 +54,8 @@ std::vector<Model::Group> Model::Groups() const {
   g[4].name = "lm_head";
   const ModelWeights& w = weights;
   g[0].params = static_cast<uint64_t>(w.embed.numel());
-  g[0].bytes = w.embed.bytes;
-  g[0].format = kernels::DTypeName(w.embed.dtype);
+  g[0].bytes = w.embed_from_lm_head ? 0 : w.embed.bytes;
+  g[0].format = w.embed_from_lm_head ? "tied:lm_head" : kernels::DTypeName(w.embed.dtype);
   for (const auto& L : w.layers) {
     for (const Linear* l : {&L.q, &L.k, &L.v, &L.o}) {
       g[1].params += l->params() + l->bias.size();
@@ -64,7 +73,8 @@ std::vector<Model::Group> Model::Groups() const {
   g[3].bytes = g[3].params * 4;
   g[3].format = "f32";
   if (!config.tie_word_embeddings || w.lm_head.w.data != w.embed.data) {
-    g[4].params = w.lm_head.params();
+    // Tied and read through the lm_head: its parameters are the embedding's, counted once.
+    g[4].params = w.embed_from_lm_head ? 0 : w.lm_head.params();
     g[4].bytes = w.lm_head.bytes();
   }
   g[4].format = config.tie_word_embeddings ? "tied:" + w.lm_head.format_name : w.lm_head.format_name;

@@ -23,11 +23,16 @@ struct LayerWeights {
 
 struct ModelWeights {
   TensorView embed;  // [vocab][hidden], any plain dtype or GGUF block type; rows gathered
-  std::shared_ptr<const Linear> embed_dense;  // embedding as a Linear when tied / needed
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;
-  Linear lm_head;  // shares embed's bytes when tied
+  Linear lm_head;  // shares embed's bytes when tied and stored as is
+  // Tied embeddings whose lm_head was compressed or converted: token rows are read from the
+  // lm_head (dequantized per row), so the original table is never touched or counted.
+  bool embed_from_lm_head = false;
 };
+
+// Copies row `token` of the model's input embedding into out[hidden] as fp32.
+void EmbedToken(const ModelWeights& w, int64_t hidden, int32_t token, float* out);
 
 struct Model {
   std::string id;  // path or random:<shape>

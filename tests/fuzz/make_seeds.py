@@ -242,4 +242,11 @@ put("validation", "chat", fld(3, 2, msg(b"system", b"Be brief.") + msg(b"user", 
                                fld(2, 0, 1)) + fld(5, 0, 32))
 put("validation", "bad_sampling", fld(1, 2, b"x") + fld(6, 2, fld(1, 5, float("nan")) +
                                                         fld(2, 0, 1 << 31)) + fld(12, 0, (1 << 64) - 5))
+# ---- compression recipes ----------------------------------------------------------
+put("recipe", "json_rules.json", json.dumps({"default": "int4-g64+gptq", "rules": [
+    {"match": "lm_head.weight", "format": "int8"},
+    {"match": "model.layers.*.mlp.down_proj.weight", "format": "int4-g32"}]}))
+put("recipe", "yaml_rules.yaml", 'name: mixed\ndefault: int8\nrules:\n  - match: "model.layers.[0-3].*"\n'
+    '    format: int4-g128\n  - match: lm_head.weight\n    format: bf16\n')
+put("recipe", "budget.json", json.dumps({"budget": "600MB", "candidates": ["int4-g64", "int8", "bf16"]}))
 print("seeds written under", CORPUS)

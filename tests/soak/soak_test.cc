@@ -64,7 +64,7 @@ TEST_F(SoakTest, AboveCapacityHoldsMemoryAndCounts) {
   const char* env = std::getenv("SOAK_SECONDS");
   if (env == nullptr) GTEST_SKIP() << "set SOAK_SECONDS (scripts/soak.sh) to run the soak";
   const int secs = std::max(10, std::atoi(env));
-  const double rate = std::getenv("SOAK_RATE") ? std::atof(std::getenv("SOAK_RATE")) : 40.0;
+  const double rate = std::getenv("SOAK_RATE") ? std::atof(std::getenv("SOAK_RATE")) : 200.0;
   const int n = static_cast<int>(rate * secs);
   ServerProc s;
   ASSERT_TRUE(s.Start(dir_, {"--max-queue", "64", "--threads", "1"}));
@@ -82,7 +82,7 @@ TEST_F(SoakTest, AboveCapacityHoldsMemoryAndCounts) {
   const LoadResult r = RunLoadtest(
       dir_, s.target(),
       {"--num_requests", std::to_string(n), "--request_rate", std::to_string(rate),
-       "--input_len", "uniform:4,48", "--output_len", "uniform:8,64", "--timeout", "120",
+       "--input_len", "uniform:4,24", "--output_len", "uniform:8,64", "--timeout", "120",
        "--seed", "7"},
       seconds(secs * 3 + 120), "soak");
   const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -91,6 +91,8 @@ TEST_F(SoakTest, AboveCapacityHoldsMemoryAndCounts) {
 
   ASSERT_TRUE(s.child.Running()) << "server crashed: " << s.child.Output();
   ExpectOnlyOkOrExhausted(r, n);
+  // Above capacity: the queue overflowed at some point (raise SOAK_RATE if not).
+  EXPECT_GT(Count(r, "RESOURCE_EXHAUSTED"), 0) << "SOAK_RATE " << rate << " is not above capacity";
   // Warm-up: the first 20% of the samples (allocator pools, gRPC threads, KV pool touch).
   ASSERT_GE(rss.size(), 5u);
   const size_t warm = rss.size() / 5;
@@ -146,8 +148,10 @@ TEST_F(FaultTest, ClientsDisconnectMidStream) {
   ASSERT_TRUE(s.WaitMetrics(seconds(60))) << s.child.Output();
   const LoadResult r = RunLoadtest(
       dir_, s.target(),
-      {"--num_requests", "200", "--concurrency", "32", "--input_len", "fixed:8",
-       "--max_tokens", "150", "--duration_limit", "1"},
+      // 360k tokens cannot finish within the 1 s limit on any machine this runs on, so
+      // in-flight streams are always cut (the test must not depend on machine speed).
+      {"--num_requests", "3000", "--concurrency", "32", "--input_len", "fixed:8",
+       "--max_tokens", "120", "--duration_limit", "1"},
       seconds(120), "disconnect");
   ASSERT_TRUE(s.child.Running()) << s.child.Output();
   EXPECT_GT(Count(r, "CANCELLED"), 0) << Describe(r);
@@ -246,7 +250,7 @@ TEST_F(FaultTest, MalformedModelPathExitsNonZero) {
 // gets UNAVAILABLE, and the server exits 0 within --drain-timeout (+ margin).
 TEST_F(FaultTest, SigtermDrainsFiftyStreams) {
   ServerProc s;
-  ASSERT_TRUE(s.Start(dir_, {"--drain-timeout", "1s", "--threads", "1"}));
+  ASSERT_TRUE(s.Start(dir_, {"--drain-timeout", "300ms", "--threads", "1"}));
   ASSERT_TRUE(s.WaitMetrics(seconds(60))) << s.child.Output();
   std::vector<std::string> flags = {"--num_requests", "50", "--concurrency", "50",
                                     "--input_len", "fixed:8", "--max_tokens", "180",
@@ -258,14 +262,14 @@ TEST_F(FaultTest, SigtermDrainsFiftyStreams) {
   while (Clock::now() < end) {
     const std::string m = s.Metrics();
     if (MetricSum(m, "compressd_requests_running") + MetricSum(m, "compressd_requests_waiting") >=
-        50) {
+        40) {
       break;
     }
     std::this_thread::sleep_for(milliseconds(20));
   }
   const auto t0 = Clock::now();
   s.child.Signal(SIGTERM);
-  const auto code = s.child.Wait(seconds(1 + 10));
+  const auto code = s.child.Wait(seconds(10));
   const double took = std::chrono::duration<double>(Clock::now() - t0).count();
   client.join();
   ASSERT_TRUE(code.has_value()) << "server did not exit within drain-timeout + 10 s";
