@@ -110,7 +110,9 @@ TEST(KvNeedle, RetrievalAtLongContext) {
         EXPECT_GE(r.retrieval, 0.9) << name;
         EXPECT_GE(r.cosine, 0.999) << name;
       }
-      if (std::string(name) == "int4") EXPECT_GE(r.cosine, 0.97) << name;
+      if (std::string(name) == "int4") {
+        EXPECT_GE(r.cosine, 0.97) << name;
+      }
     }
   }
 }
