@@ -84,6 +84,7 @@ struct EngineOptions {
   std::string kv_cache = "fp16";  // KV codec name, combinations joined with '+'
   std::string calibration_file;
   std::string device = "cpu";
+  int32_t tensor_parallel = 1;    // GPUs to shard over (needs the CUDA backend)
   int32_t threads = 0;            // 0 = all cores
   int64_t kv_cache_memory = 0;    // bytes; 0 = enough for max_running x context
   int32_t kv_block_size = 16;

@@ -63,6 +63,16 @@ class EngineImpl : public Engine {
   ~EngineImpl() override { Shutdown(); }
 
   absl::Status Init() {
+    if (opts_.tensor_parallel < 1 || opts_.tensor_parallel > 8) {
+      return absl::InvalidArgumentError("--tensor-parallel must be in [1, 8]");
+    }
+    if (opts_.tensor_parallel > 1) {
+      // The sharding and communicators exist (engine/exec/tensor_parallel.h) but the engine
+      // does not run sharded yet.
+      return absl::UnimplementedError(absl::StrFormat(
+          "--tensor-parallel %d: sharded execution is not wired into the engine yet",
+          opts_.tensor_parallel));
+    }
     LoadOptions lo;
     lo.model = opts_.model;
     lo.weights = opts_.weights;
