@@ -95,7 +95,9 @@ TEST(QuantTest, SpqrKeepsOutliers) {
   std::vector<float> d(w.size());
   DequantizeRows(p.view, 0, rows, d.data());
   for (size_t i = 0; i < w.size(); ++i) {
-    if (w[i] == 2.0f) EXPECT_NEAR(d[i], 2.0f, 2e-3) << i;
+    if (w[i] == 2.0f) {
+      EXPECT_NEAR(d[i], 2.0f, 2e-3) << i;
+    }
   }
 }
 
