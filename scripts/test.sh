@@ -34,8 +34,7 @@ if [ "${COMPRESSD_SKIP_CUDA_BUILD:-0}" != 1 ] && { [ -x /usr/local/cuda/bin/nvcc
 fi
 
 stage "test"
-# CI runs the soak test for 2 minutes (SOAK_SECONDS); locally it skips unless set.
-if [ "${CI:-}" = "true" ]; then export SOAK_SECONDS="${SOAK_SECONDS:-120}"; fi
+# The soak test runs only when SOAK_SECONDS is set (scripts/soak.sh); the fault tests always run.
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" --timeout 900
 
 echo "== done in $(( $(date +%s) - t0 )) s"
