@@ -57,30 +57,6 @@ class Cursor {
   const std::string& path_;
 };
 
-// Bytes of one scalar value; 0 for string/array.
-size_t ScalarSize(GgufType t) {
-  switch (t) {
-    case GgufType::kUint8:
-    case GgufType::kInt8:
-    case GgufType::kBool:
-      return 1;
-    case GgufType::kUint16:
-    case GgufType::kInt16:
-      return 2;
-    case GgufType::kUint32:
-    case GgufType::kInt32:
-    case GgufType::kFloat32:
-      return 4;
-    case GgufType::kUint64:
-    case GgufType::kInt64:
-    case GgufType::kFloat64:
-      return 8;
-    case GgufType::kString:
-    case GgufType::kArray:
-      return 0;
-  }
-  return 0;
-}
 
 bool IsKnownType(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::kFloat64); }
 bool IsIntType(GgufType t) {
@@ -165,6 +141,30 @@ bool MulOverflow(uint64_t a, uint64_t b, uint64_t* out) {
 }
 
 }  // namespace
+
+size_t GgufScalarSize(GgufType t) {
+  switch (t) {
+    case GgufType::kUint8:
+    case GgufType::kInt8:
+    case GgufType::kBool:
+      return 1;
+    case GgufType::kUint16:
+    case GgufType::kInt16:
+      return 2;
+    case GgufType::kUint32:
+    case GgufType::kInt32:
+    case GgufType::kFloat32:
+      return 4;
+    case GgufType::kUint64:
+    case GgufType::kInt64:
+    case GgufType::kFloat64:
+      return 8;
+    case GgufType::kString:
+    case GgufType::kArray:
+      return 0;
+  }
+  return 0;
+}
 
 const char* GgufTypeName(GgufType t) {
   switch (t) {
@@ -335,7 +335,7 @@ absl::Status GgufFile::Parse() {
           RETURN_IF_ERROR(c.ReadString(&v.strings[e], key));
         }
       } else {
-        const size_t es = ScalarSize(v.elem_type);
+        const size_t es = GgufScalarSize(v.elem_type);
         if (v.count > c.left() / es) {
           return c.Error(
               absl::StrCat("metadata ", key, ": array count ", v.count, " exceeds the file"));
@@ -344,7 +344,7 @@ absl::Status GgufFile::Parse() {
         RETURN_IF_ERROR(c.Skip(v.count * es, key));
       }
     } else {
-      const size_t es = ScalarSize(v.type);
+      const size_t es = GgufScalarSize(v.type);
       if (c.left() < es) return c.Error(absl::StrCat("truncated value of ", key));
       DecodeScalar(v.type, c.here(), &v);
       RETURN_IF_ERROR(c.Skip(es, key));
@@ -514,7 +514,7 @@ absl::StatusOr<std::vector<int64_t>> GgufFile::GetIntArray(const std::string& ke
   if (v->type != GgufType::kArray || !IsIntType(v->elem_type)) {
     return WrongType(*this, key, *v, "array of integers");
   }
-  const size_t es = ScalarSize(v->elem_type);
+  const size_t es = GgufScalarSize(v->elem_type);
   std::vector<int64_t> out(static_cast<size_t>(v->count));
   for (size_t e = 0; e < out.size(); ++e) {
     GgufValue x;
@@ -536,7 +536,7 @@ absl::StatusOr<std::vector<float>> GgufFile::GetFloatArray(const std::string& ke
        !IsIntType(v->elem_type))) {
     return WrongType(*this, key, *v, "array of numbers");
   }
-  const size_t es = ScalarSize(v->elem_type);
+  const size_t es = GgufScalarSize(v->elem_type);
   std::vector<float> out(static_cast<size_t>(v->count));
   for (size_t e = 0; e < out.size(); ++e) {
     GgufValue x;

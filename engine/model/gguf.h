@@ -37,6 +37,8 @@ enum class GgufType : uint32_t {
   kFloat64 = 12,
 };
 const char* GgufTypeName(GgufType t);
+// Bytes of one scalar value of type t; 0 for string, array and unknown types.
+size_t GgufScalarSize(GgufType t);
 
 // ggml tensor types (ggml_type ids as stored in GGUF). Only F32, F16, BF16, Q8_0 and Q4_0
 // can be viewed; the others are recognised (sizes known, so files list) but UNIMPLEMENTED.

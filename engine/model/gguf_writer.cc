@@ -22,27 +22,6 @@ void PutString(std::string* out, const std::string& s) {
   out->append(s);
 }
 
-size_t NumericSize(GgufType t) {
-  switch (t) {
-    case GgufType::kUint8:
-    case GgufType::kInt8:
-    case GgufType::kBool:
-      return 1;
-    case GgufType::kUint16:
-    case GgufType::kInt16:
-      return 2;
-    case GgufType::kUint32:
-    case GgufType::kInt32:
-    case GgufType::kFloat32:
-      return 4;
-    case GgufType::kUint64:
-    case GgufType::kInt64:
-    case GgufType::kFloat64:
-      return 8;
-    default:
-      return 0;
-  }
-}
 
 }  // namespace
 
@@ -107,7 +86,7 @@ void GgufWriter::AddArray(const std::string& key, GgufType elem, const void* dat
   Put<uint32_t>(&kv_, static_cast<uint32_t>(GgufType::kArray));
   Put<uint32_t>(&kv_, static_cast<uint32_t>(elem));
   Put<uint64_t>(&kv_, count);
-  kv_.append(static_cast<const char*>(data), count * NumericSize(elem));
+  kv_.append(static_cast<const char*>(data), count * GgufScalarSize(elem));
   ++n_kv_;
 }
 
