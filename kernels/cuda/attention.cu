@@ -108,11 +108,15 @@ __global__ void __launch_bounds__(kWarps * 32)
                          (static_cast<int64_t>(kvh) * kv.block_size + tj % kv.block_size) * kHd +
                          lane * kDpl;
       float vf[kDpl];
+      if constexpr (kDpl == 1) {
+        vf[0] = __half2float(*vrow);
+      } else {
 #pragma unroll
-      for (int i = 0; i < kDpl; i += 2) {
-        const float2 f = __half22float2(*reinterpret_cast<const half2*>(vrow + i));
-        vf[i] = f.x;
-        vf[i + 1] = f.y;
+        for (int i = 0; i < kDpl; i += 2) {
+          const float2 f = __half22float2(*reinterpret_cast<const half2*>(vrow + i));
+          vf[i] = f.x;
+          vf[i + 1] = f.y;
+        }
       }
 #pragma unroll
       for (int h = 0; h < kMaxGroup; ++h) {
@@ -202,7 +206,7 @@ bool AttentionSupported(int head_dim, int n_heads, int n_kv_heads) {
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads / n_kv_heads > kMaxGroup) {
     return false;
   }
-  return head_dim == 64 || head_dim == 128 || head_dim == 256;
+  return head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
 }
 
 cudaError_t StoreKv(const PagedKv& kv, const float* k, const float* v,
@@ -226,6 +230,11 @@ cudaError_t PagedAttention(const PagedKv& kv, const AttentionParams& p, const fl
   float* ws_ml = ws_acc + static_cast<size_t>(n_tokens) * p.n_heads * p.n_splits * kv.head_dim;
   const dim3 grid(kv.n_kv_heads, static_cast<unsigned>(n_tokens), p.n_splits);
   switch (kv.head_dim) {
+    case 32:
+      AttendKernel<32><<<grid, kWarps * 32, 0, stream>>>(kv, p.n_heads, p.scale, p.split_tokens, q,
+                                                         block_tables, table_offset, n_ctx,
+                                                         ws_acc, ws_ml);
+      break;
     case 64:
       AttendKernel<64><<<grid, kWarps * 32, 0, stream>>>(kv, p.n_heads, p.scale, p.split_tokens, q,
                                                          block_tables, table_offset, n_ctx,

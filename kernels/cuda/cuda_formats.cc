@@ -75,7 +75,7 @@ CudaQuantWeight CudaQuantRepack(const PlainQuantMatrix& m) {
     const uint16_t s16 = F32ToF16(s);
     w.scale_offset[2 * i] = s16;
     // The offset pairs with the fp16-rounded scale so code == zero decodes to ~0.
-    w.scale_offset[2 * i + 1] = F32ToF16(-z * F16ToF32(s16));
+    w.scale_offset[2 * i + 1] = m.mins ? F32ToF16(m.mins[i]) : F32ToF16(-z * F16ToF32(s16));
   }
   return w;
 }

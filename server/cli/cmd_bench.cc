@@ -10,8 +10,11 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "engine/core/logging.h"
 #include "engine/engine.h"
 #include "nlohmann/json.hpp"
@@ -96,7 +99,8 @@ absl::StatusOr<RunResult> RunOnce(Engine& engine, int prompt_len, int gen_len, i
 int RunBench(int argc, char** argv) {
   EngineOptions eo;
   std::string log_level = "warn";
-  int32_t prompt_len = 128, gen_len = 128, concurrency = 1, repeats = 1;
+  int32_t prompt_len = 128, gen_len = 128, repeats = 1;
+  std::string concurrency_list = "1";
   bool json = false;
   eo.model = "random:smollm2-135m";
   Args a("bench",
@@ -105,18 +109,30 @@ int RunBench(int argc, char** argv) {
   AddEngineOptions(a, &eo, &log_level);
   a.Add("prompt-len", &prompt_len, "prompt tokens per request");
   a.Add("gen-len", &gen_len, "tokens generated per request");
-  a.Add("concurrency", &concurrency, "requests run at once (aggregate decode tokens/s)");
+  a.Add("concurrency", &concurrency_list,
+        "requests run at once (aggregate decode tokens/s); a comma-separated list (e.g. 1,16,64) "
+        "measures each level on one loaded engine");
   a.Add("repeats", &repeats, "runs after one warm-up run; the best is reported");
-  a.Add("json", &json, "print one JSON object");
+  a.Add("json", &json, "print one JSON object (one per line for a list of concurrencies)");
   if (int rc = a.Parse(argc, argv); rc >= 0) return rc;
   InitLogging(log_level);
-  if (prompt_len < 1 || gen_len < 2 || concurrency < 1 || repeats < 1) {
-    std::fprintf(stderr, "compressd bench: --prompt-len >= 1, --gen-len >= 2, --concurrency >= 1\n");
+  std::vector<int32_t> levels;
+  for (absl::string_view part : absl::StrSplit(concurrency_list, ',')) {
+    int32_t c = 0;
+    if (!absl::SimpleAtoi(part, &c) || c < 1) {
+      std::fprintf(stderr, "compressd bench: --concurrency wants positive integers, got '%s'\n",
+                   concurrency_list.c_str());
+      return 2;
+    }
+    levels.push_back(c);
+  }
+  if (prompt_len < 1 || gen_len < 2 || repeats < 1) {
+    std::fprintf(stderr, "compressd bench: --prompt-len >= 1, --gen-len >= 2, --repeats >= 1\n");
     return 2;
   }
-  eo.max_running = std::max(eo.max_running, concurrency);
-  eo.max_queue = std::max(eo.max_queue, concurrency);
-  if (eo.context_length == 0) eo.context_length = 0;  // the model's (<= 8192)
+  const int32_t max_level = *std::max_element(levels.begin(), levels.end());
+  eo.max_running = std::max(eo.max_running, max_level);
+  eo.max_queue = std::max(eo.max_queue, max_level);
   const auto tl = std::chrono::steady_clock::now();
   auto engine_or = Engine::Create(eo);
   if (!engine_or.ok()) {
@@ -132,48 +148,59 @@ int RunBench(int argc, char** argv) {
     std::fprintf(stderr, "compressd bench: %s\n", warm.status().ToString().c_str());
     return 1;
   }
-  RunResult best;
-  for (int i = 0; i < repeats; ++i) {
-    auto r = RunOnce(engine, prompt_len, gen_len, concurrency, 100 + i);
-    if (!r.ok()) {
-      std::fprintf(stderr, "compressd bench: %s\n", r.status().ToString().c_str());
-      return 1;
+  std::vector<RunResult> results;
+  for (int32_t concurrency : levels) {
+    RunResult best;
+    for (int i = 0; i < repeats; ++i) {
+      auto r = RunOnce(engine, prompt_len, gen_len, concurrency, 100 + i);
+      if (!r.ok()) {
+        std::fprintf(stderr, "compressd bench: %s\n", r.status().ToString().c_str());
+        return 1;
+      }
+      if (r->decode_tokens_per_s > best.decode_tokens_per_s) best = *r;
     }
-    if (r->decode_tokens_per_s > best.decode_tokens_per_s) best = *r;
+    results.push_back(best);
   }
   const ModelSummary& s = engine.Summary();
   const int threads = eo.threads > 0 ? eo.threads : static_cast<int>(std::thread::hardware_concurrency());
   engine.Shutdown();
   if (json) {
-    nlohmann::json j;
-    j["model"] = eo.model;
-    j["weights"] = eo.weights;
-    j["kv_cache"] = eo.kv_cache;
-    j["threads"] = threads;
-    j["prompt_len"] = prompt_len;
-    j["gen_len"] = gen_len;
-    j["concurrency"] = concurrency;
-    j["prefill_tokens_per_s"] = best.prefill_tokens_per_s;
-    j["decode_tokens_per_s"] = best.decode_tokens_per_s;
-    j["mean_ttft_s"] = best.ttft_s;
-    j["peak_rss_bytes"] = PeakRssBytes();
-    j["rss_after_load_bytes"] = rss_after_load;
-    j["load_seconds"] = load_s;
-    j["weight_bytes"] = s.weight_bytes;
-    j["parameters"] = s.parameters;
-    j["kv_bytes_per_token"] = s.kv_bytes_per_token;
-    std::printf("%s\n", j.dump().c_str());
+    for (size_t k = 0; k < levels.size(); ++k) {
+      const RunResult& best = results[k];
+      nlohmann::json j;
+      j["model"] = eo.model;
+      j["weights"] = eo.weights;
+      j["kv_cache"] = eo.kv_cache;
+      j["device"] = eo.device;
+      j["threads"] = threads;
+      j["prompt_len"] = prompt_len;
+      j["gen_len"] = gen_len;
+      j["concurrency"] = levels[k];
+      j["prefill_tokens_per_s"] = best.prefill_tokens_per_s;
+      j["decode_tokens_per_s"] = best.decode_tokens_per_s;
+      j["mean_ttft_s"] = best.ttft_s;
+      j["peak_rss_bytes"] = PeakRssBytes();
+      j["rss_after_load_bytes"] = rss_after_load;
+      j["load_seconds"] = load_s;
+      j["weight_bytes"] = s.weight_bytes;
+      j["parameters"] = s.parameters;
+      j["kv_bytes_per_token"] = s.kv_bytes_per_token;
+      std::printf("%s\n", j.dump().c_str());
+    }
   } else {
     std::printf("model            %s (%s, %.1f M params, %.1f MB weights, %s)\n", eo.model.c_str(),
                 s.architecture.c_str(), s.parameters / 1e6, s.weight_bytes / 1e6, eo.weights.c_str());
-    std::printf("threads          %d; KV %s %.0f B/token\n", threads, s.kv_codec.c_str(),
-                s.kv_bytes_per_token);
+    std::printf("device           %s; threads %d; KV %s %.0f B/token\n", eo.device.c_str(), threads,
+                s.kv_codec.c_str(), s.kv_bytes_per_token);
     std::printf("load             %.2f s\n", load_s);
-    std::printf("prefill          %.1f tokens/s (%d x %d-token prompts)\n", best.prefill_tokens_per_s,
-                concurrency, prompt_len);
-    std::printf("decode           %.1f tokens/s (%d streams x %d tokens)\n", best.decode_tokens_per_s,
-                concurrency, gen_len);
-    std::printf("mean TTFT        %.3f s\n", best.ttft_s);
+    for (size_t k = 0; k < levels.size(); ++k) {
+      const RunResult& best = results[k];
+      std::printf("prefill          %.1f tokens/s (%d x %d-token prompts)\n",
+                  best.prefill_tokens_per_s, levels[k], prompt_len);
+      std::printf("decode           %.1f tokens/s (%d streams x %d tokens)\n",
+                  best.decode_tokens_per_s, levels[k], gen_len);
+      std::printf("mean TTFT        %.3f s\n", best.ttft_s);
+    }
     std::printf("peak RSS         %.1f MB\n", PeakRssBytes() / 1e6);
   }
   return 0;

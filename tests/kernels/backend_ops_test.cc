@@ -267,7 +267,7 @@ TEST(CudaOps, RmsNormRopeSwiGluMatchReference) {
 
 TEST(CudaOps, PagedAttentionMatchesReference) {
   REQUIRE_GPU();
-  for (int hd : {64, 128}) {
+  for (int hd : {32, 64, 128, 256}) {
     const int n_heads = 8, nkv = 2, bs = 16, n_layers = 2, layer = 1;
     const std::vector<int> ctxs = {1, 37, 700};  // 700 spans 3 splits of 256
     kernels::DenseKvLayout layout{DType::kF16, bs, nkv, hd};

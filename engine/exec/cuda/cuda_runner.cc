@@ -4,13 +4,17 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <set>
 
+#include "engine/core/logging.h"
 #include "engine/exec/cuda/cuda_backend.h"
 #include "engine/exec/cuda/cuda_status.h"
 #include "engine/exec/tensor_parallel.h"
 #include "kernels/cuda_gemm_dense.h"
 #include "kernels/cuda_ops.h"
+#include "kernels/cuda_formats.h"
 #include "kernels/gemm.h"
+#include "kernels/quant.h"
 
 namespace compressd {
 namespace {
@@ -29,7 +33,78 @@ struct DeviceLinear {
   float* bias = nullptr;   // fp32 [rows] or null
   bool quant = false;
   kc::QuantWeightView qv;
+  // Low-rank W = U V: `first` is V [rank][cols]; this layer's weight is U [rows][rank].
+  std::shared_ptr<DeviceLinear> first;
 };
+
+// Group-wise integer weights in the shape the CUDA W4A16/W8A16 kernels read.
+struct PlainQuantBuf {
+  std::vector<uint8_t> codes;
+  std::vector<float> scales, mins;
+  kernels::PlainQuantMatrix m;
+};
+
+// Maps a CPU quantized layer onto the CUDA layout when that is exact: group formats of 4
+// or 8 bits (RTN, GPTQ, QuantEase: same bytes) and per-row int8 (int8, w8a8: the row scale
+// repeated per group, codes shifted to unsigned). False for every other format.
+// CPU rows are padded to a multiple of the group (e.g. SmolLM2's 576 columns to 640 with
+// g128); the CUDA layout has no padding, so such a layer uses a CUDA group that divides the
+// real column count (g/2, g/4, ...) with each CPU group's {scale, min} repeated: exact.
+bool ToPlainQuant(const kernels::PackedWeight& w, PlainQuantBuf* out) {
+  namespace k = kernels;
+  const k::WeightFormat& f = w.format;
+  if (f.kind != k::WeightKind::kQuant) return false;
+  const auto variant = static_cast<k::QuantVariant>(f.variant);
+  const int64_t rows = w.rows, cols = w.cols;
+  if (cols % 32 != 0) return false;
+  if (variant == k::QuantVariant::kGroup && (f.bits == 4 || f.bits == 8) &&
+      f.group_size % 32 == 0) {
+    int cuda_group = f.group_size;
+    while (cols % cuda_group != 0) cuda_group /= 2;
+    if (cuda_group < 32 || cuda_group % 32 != 0) return false;
+    const int64_t cpu_groups = k::QuantPaddedCols(f, cols) / f.group_size;
+    const int64_t ng = cols / cuda_group;
+    out->codes.resize(static_cast<size_t>(rows * cols));
+    out->scales.resize(static_cast<size_t>(rows * ng));
+    out->mins.resize(out->scales.size());
+    std::vector<float> sc(cpu_groups), mn(cpu_groups);
+    for (int64_t r = 0; r < rows; ++r) {
+      const k::quant_internal::RowView rv = k::quant_internal::RowCodes(w, r);
+      for (int64_t c = 0; c < cols; c += k::kQuantChunk) {
+        k::quant_internal::UnpackChunk(rv.codes + (c / k::kQuantChunk) * k::ChunkBytes(rv.bits),
+                                       rv.bits, out->codes.data() + r * cols + c);
+      }
+      k::quant_internal::RowGroupParams(w, r, sc.data(), mn.data());
+      for (int64_t g = 0; g < ng; ++g) {
+        const int64_t cg = g * cuda_group / f.group_size;
+        out->scales[r * ng + g] = sc[cg];
+        out->mins[r * ng + g] = mn[cg];
+      }
+    }
+    out->m = {rows, cols, cuda_group, f.bits, out->codes.data(), out->scales.data(), nullptr,
+              out->mins.data()};
+    return true;
+  }
+  if (variant == k::QuantVariant::kInt8Row || variant == k::QuantVariant::kW8A8) {
+    const int group = cols % 128 == 0 ? 128 : (cols % 64 == 0 ? 64 : 32);
+    const int64_t ng = cols / group;
+    const auto* q = static_cast<const int8_t*>(w.data);
+    const auto* scale = static_cast<const float*>(w.aux[0]);
+    out->codes.resize(static_cast<size_t>(rows * cols));
+    out->scales.resize(static_cast<size_t>(rows * ng));
+    const int64_t stride = k::QuantPaddedCols(f, cols);  // int8 rows are padded too
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        out->codes[r * cols + c] = static_cast<uint8_t>(q[r * stride + c] + 128);
+      }
+      for (int64_t g = 0; g < ng; ++g) out->scales[r * ng + g] = scale[r];
+    }
+    // zeros = null: code 128 decodes to 0.
+    out->m = {rows, cols, group, 8, out->codes.data(), out->scales.data(), nullptr, nullptr};
+    return true;
+  }
+  return false;
+}
 
 struct DeviceLayer {
   float* attn_norm = nullptr;
@@ -87,6 +162,7 @@ class CudaRunnerImpl : public CudaModelRunner {
   std::string device_name() const override { return backend_->name(); }
   int64_t graph_steps() const override { return graph_steps_; }
   int64_t eager_steps() const override { return eager_steps_; }
+  int64_t fp16_fallback_layers() const override { return fallback_layers_; }
 
  private:
   absl::StatusOr<DeviceLinear> UploadLinear(const Linear& l);
@@ -123,28 +199,54 @@ class CudaRunnerImpl : public CudaModelRunner {
   float* host_logits_ = nullptr;
   std::map<int, cudaGraphExec_t> graphs_;
   int64_t graph_steps_ = 0, eager_steps_ = 0;
+  // Low-rank intermediates [T][max_rank_] (fp32 GEMM output, fp16 GEMM input).
+  int64_t max_rank_ = 0;
+  float* lr_f32_ = nullptr;
+  void* lr_h_ = nullptr;
+  uint64_t device_weight_bytes_ = 0;
+  std::set<std::string> fallback_formats_;
+  int64_t fallback_layers_ = 0;
 };
 
 absl::StatusOr<DeviceLinear> CudaRunnerImpl::UploadLinear(const Linear& l) {
   DeviceLinear d;
-  d.rows = l.rows();
-  d.cols = l.cols();
+  d.rows = l.w.rows;
+  d.cols = l.w.cols;
+  if (l.first) {
+    // Low-rank: two GEMMs through a rank-wide intermediate.
+    ASSIGN_OR_RETURN(DeviceLinear v, UploadLinear(*l.first));
+    d.first = std::make_shared<DeviceLinear>(std::move(v));
+    max_rank_ = std::max(max_rank_, d.cols);
+  }
   const auto& f = l.w.format;
-  if (l.first || f.kind != kernels::WeightKind::kDense ||
-      !(f.dtype == DType::kF32 || f.dtype == DType::kF16 || f.dtype == DType::kBF16)) {
-    // Quantized formats: repack with kernels::CudaQuantRepack once the CPU int formats
-    // (kernels/quant*.h) define their bytes.
-    return absl::UnimplementedError(absl::StrCat("CUDA runner: weight format ", l.format_name,
-                                                 " has no CUDA kernel yet"));
+  const bool dense16 = f.kind == kernels::WeightKind::kDense &&
+                       (f.dtype == DType::kF32 || f.dtype == DType::kF16 || f.dtype == DType::kBF16);
+  PlainQuantBuf pq;
+  if (!dense16 && ToPlainQuant(l.w, &pq) &&
+      kc::QuantGemmSupported(backend_->arch(), pq.m.bits, pq.m.group_size, d.rows, d.cols) &&
+      kernels::CudaQuantCheck(pq.m).empty()) {
+    const kernels::CudaQuantWeight cw = kernels::CudaQuantRepack(pq.m);
+    ASSIGN_OR_RETURN(uint8_t* codes, weights_.Upload(cw.codes.data(), cw.codes.size()));
+    ASSIGN_OR_RETURN(uint16_t* so, weights_.Upload(cw.scale_offset.data(), cw.scale_offset.size()));
+    d.quant = true;
+    d.qv = {d.rows, d.cols, cw.group_size, cw.bits, codes, so};
+    device_weight_bytes_ += cw.codes.size() + cw.scale_offset.size() * 2;
+  } else {
+    if (!dense16) ++fallback_layers_;
+    if (!dense16 && fallback_formats_.insert(l.format_name).second) {
+      LOG_WARN("CUDA: weight format {} has no fused CUDA kernel; its layers are uploaded as fp16",
+               l.format_name);
+    }
+    std::vector<float> rowf(d.cols);
+    std::vector<uint16_t> h(static_cast<size_t>(d.rows * d.cols));
+    for (int64_t r = 0; r < d.rows; ++r) {
+      kernels::DequantizeRows(l.w, r, r + 1, rowf.data());
+      for (int64_t c = 0; c < d.cols; ++c) h[r * d.cols + c] = kernels::F32ToF16(rowf[c]);
+    }
+    ASSIGN_OR_RETURN(uint16_t* w, weights_.Upload(h.data(), h.size()));
+    d.w = w;
+    device_weight_bytes_ += h.size() * 2;
   }
-  std::vector<float> rowf(d.cols);
-  std::vector<uint16_t> h(static_cast<size_t>(d.rows * d.cols));
-  for (int64_t r = 0; r < d.rows; ++r) {
-    kernels::DequantizeRows(l.w, r, r + 1, rowf.data());
-    for (int64_t c = 0; c < d.cols; ++c) h[r * d.cols + c] = kernels::F32ToF16(rowf[c]);
-  }
-  ASSIGN_OR_RETURN(uint16_t* w, weights_.Upload(h.data(), h.size()));
-  d.w = w;
   if (!l.bias.empty()) {
     ASSIGN_OR_RETURN(d.bias, weights_.Upload(l.bias.data(), l.bias.size()));
   }
@@ -164,6 +266,10 @@ absl::Status CudaRunnerImpl::Init() {
   }
   RETURN_IF_ERROR(backend_->MakeCurrent());
   ASSIGN_OR_RETURN(void* ws, weights_.Alloc(kCublasWorkspace));
+  if (const std::string why = kc::DenseGemm::LoadError(); !why.empty()) {
+    return absl::UnavailableError(absl::StrCat("CUDA runner: ", why,
+                                               "; set LD_LIBRARY_PATH or COMPRESSD_CUBLASLT"));
+  }
   RETURN_IF_CUDA_ERROR(kc::DenseGemm::Create(ws, kCublasWorkspace, &dense_));
   for (const LayerWeights& lw : model_->weights.layers) {
     DeviceLayer d;
@@ -184,7 +290,7 @@ absl::Status CudaRunnerImpl::Init() {
     std::vector<float> row(H);
     std::vector<uint16_t> h(static_cast<size_t>(c.vocab_size) * H);
     for (int32_t t = 0; t < c.vocab_size; ++t) {
-      EmbeddingRow(model_->weights.embed, H, t, row.data());
+      EmbedToken(model_->weights, H, t, row.data());  // tied + compressed: the lm_head rows
       for (int64_t i = 0; i < H; ++i) h[t * H + i] = kernels::F32ToF16(row[i]);
     }
     ASSIGN_OR_RETURN(uint16_t* e, weights_.Upload(h.data(), h.size()));
@@ -198,6 +304,7 @@ absl::Status CudaRunnerImpl::Init() {
   RETURN_IF_ERROR(BuildRopeTables(c, max_context_, &cs, &sn));
   ASSIGN_OR_RETURN(rope_cos_, weights_.Upload(cs.data(), cs.size()));
   ASSIGN_OR_RETURN(rope_sin_, weights_.Upload(sn.data(), sn.size()));
+  LOG_INFO("CUDA: {} linear-layer weight bytes on {}", device_weight_bytes_, backend_->name());
   const size_t kv_bytes = cache_->BlockBytes() * static_cast<size_t>(cache_->pool().num_blocks());
   ASSIGN_OR_RETURN(kv_arena_, weights_.Alloc(kv_bytes));
   RETURN_IF_CUDA_ERROR(cudaMemsetAsync(kv_arena_, 0, kv_bytes, backend_->stream()));
@@ -243,6 +350,10 @@ absl::Status CudaRunnerImpl::Reserve(int64_t T, int64_t rows, int64_t table, int
   ASSIGN_OR_RETURN(gate_, alloc_f(T * F));
   ASSIGN_OR_RETURN(up_, alloc_f(T * F));
   ASSIGN_OR_RETURN(logits_, alloc_f(rows * c.vocab_size));
+  if (max_rank_ > 0) {
+    ASSIGN_OR_RETURN(lr_f32_, alloc_f(T * max_rank_));
+    ASSIGN_OR_RETURN(lr_h_, buffers_->Alloc(static_cast<size_t>(T * max_rank_) * 2));
+  }
   ASSIGN_OR_RETURN(xh_, buffers_->Alloc(static_cast<size_t>(T * std::max(H, F)) * 2));
   ASSIGN_OR_RETURN(attn_, buffers_->Alloc(static_cast<size_t>(T * QD) * 2));
   ASSIGN_OR_RETURN(attn_ws_, buffers_->Alloc(
@@ -259,6 +370,11 @@ absl::Status CudaRunnerImpl::Reserve(int64_t T, int64_t rows, int64_t table, int
 absl::Status CudaRunnerImpl::Gemm(const DeviceLinear& l, const void* x, int64_t n, float* y,
                                   int64_t ldy, bool accumulate) {
   cudaStream_t s = backend_->stream();
+  if (l.first) {
+    RETURN_IF_ERROR(Gemm(*l.first, x, n, lr_f32_, l.cols, false));
+    RETURN_IF_CUDA_ERROR(kc::FloatToHalf(lr_f32_, n * l.cols, lr_h_, s));
+    x = lr_h_;
+  }
   if (l.quant) {
     RETURN_IF_CUDA_ERROR(kc::QuantGemm(l.qv, x, n, y, ldy, accumulate, s));
   } else {

@@ -35,6 +35,9 @@ class CudaModelRunner {
   // Steps served by graph replay vs direct launches (observability, tests).
   virtual int64_t graph_steps() const = 0;
   virtual int64_t eager_steps() const = 0;
+  // Linear layers whose format has no fused CUDA kernel and were uploaded dequantized to
+  // fp16 (correct, but without the memory saving); 0 for dense and fused formats.
+  virtual int64_t fp16_fallback_layers() const = 0;
 };
 
 // device: "cuda" or "cuda:N". UNAVAILABLE without CUDA/device; UNIMPLEMENTED when the

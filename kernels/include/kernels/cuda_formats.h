@@ -34,6 +34,9 @@ struct PlainQuantMatrix {
   const uint8_t* codes = nullptr;   // [rows][cols], each < 2^bits
   const float* scales = nullptr;    // [rows][cols / group_size]
   const float* zeros = nullptr;     // [rows][cols / group_size]; null = 2^(bits-1)
+  // Alternative to zeros: the value of code 0 per group ("min", the CPU group formats'
+  // GroupScale::m), stored as the offset directly. Takes precedence over zeros.
+  const float* mins = nullptr;      // [rows][cols / group_size]
 };
 
 // Device-ready bytes (host memory; upload as is).

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "kernels/types.h"
 
@@ -20,6 +21,11 @@ class DenseGemm {
   static cudaError_t Create(void* workspace, size_t workspace_bytes,
                             std::unique_ptr<DenseGemm>* out);
   ~DenseGemm();
+
+  // cuBLASLt is loaded on first use (dlopen; COMPRESSD_CUBLASLT overrides the library
+  // path). Empty when it loaded, else why not; Create() then fails with
+  // cudaErrorSharedObjectInitFailed.
+  static std::string LoadError();
 
   // fp16 on sm_70+, bf16 on sm_80+.
   static bool IsSupported(int arch, DType dtype);
