@@ -18,6 +18,39 @@ namespace {
 
 using Family = QuantFormatSpec::Family;
 
+// Packs rows [0, rows) in `threads` contiguous row blocks at once and concatenates the
+// blocks' buffers. Valid for formats whose every buffer is row-major with a fixed size per
+// row (group formats: codes + GroupScale; per-row int8: codes + scale + sum), so the result
+// is byte-identical to one pack over all rows. Loading a model is otherwise one core per
+// layer: RTN's per-group clipping search dominates int4 load time.
+template <typename PackFn>
+kernels::PackedQuant PackRowBlocks(int64_t rows, int threads, PackFn pack) {
+  constexpr int64_t kMinRowsPerBlock = 64;
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t n = std::clamp<int64_t>(rows / kMinRowsPerBlock, 1, threads);
+  if (n <= 1) return pack(int64_t{0}, rows);
+  std::vector<kernels::PackedQuant> parts(static_cast<size_t>(n));
+  std::vector<std::thread> workers;
+  for (int64_t i = 0; i < n; ++i) {
+    workers.emplace_back([&, i] { parts[i] = pack(rows * i / n, rows * (i + 1) / n); });
+  }
+  for (auto& t : workers) t.join();
+  kernels::PackedQuant out;
+  out.view = parts[0].view;
+  out.view.rows = rows;
+  out.buffers.resize(parts[0].buffers.size());
+  for (size_t b = 0; b < out.buffers.size(); ++b) {
+    size_t total = 0;
+    for (const auto& p : parts) total += p.buffers[b].size();
+    out.buffers[b].reserve(total);
+    for (const auto& p : parts) {
+      out.buffers[b].insert(out.buffers[b].end(), p.buffers[b].begin(), p.buffers[b].end());
+    }
+  }
+  out.Bind();
+  return out;
+}
+
 Linear FromPacked(kernels::PackedQuant p, const std::string& name) {
   Linear l;
   auto holder = std::make_shared<kernels::PackedQuant>(std::move(p));
@@ -162,7 +195,11 @@ absl::StatusOr<Linear> QuantizeMatrix(const std::string& tensor_name, const std:
     }
     case Family::kInt8Row:
     case Family::kW8A8:
-      return FromPacked(kernels::PackInt8Rows(w.data(), rows, cols, f.family == Family::kW8A8),
+      return FromPacked(PackRowBlocks(rows, opt.threads,
+                                      [&](int64_t r0, int64_t r1) {
+                                        return kernels::PackInt8Rows(w.data() + r0 * cols, r1 - r0,
+                                                                     cols, f.family == Family::kW8A8);
+                                      }),
                         f.name);
     case Family::kLlmInt8: {
       std::vector<uint32_t> outliers;
@@ -195,7 +232,12 @@ absl::StatusOr<Linear> QuantizeMatrix(const std::string& tensor_name, const std:
     }
     case Family::kGroup: {
       if (f.method == QuantMethod::kRtn || !stats_ok || !stats->has_xtx()) {
-        return FromPacked(kernels::PackGroup(w.data(), rows, cols, f.bits, f.group_size, cw), f.name);
+        return FromPacked(PackRowBlocks(rows, opt.threads,
+                                        [&](int64_t r0, int64_t r1) {
+                                          return kernels::PackGroup(w.data() + r0 * cols, r1 - r0,
+                                                                    cols, f.bits, f.group_size, cw);
+                                        }),
+                          f.name);
       }
       GroupCodes gc =
           f.method == QuantMethod::kGptq
