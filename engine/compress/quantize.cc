@@ -1,6 +1,7 @@
 #include "engine/compress/quantize.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/match.h"
+#include "engine/core/mmap_file.h"
 #include "kernels/gemm.h"
 #include "kernels/quant.h"
 
@@ -18,21 +20,27 @@ namespace {
 
 using Family = QuantFormatSpec::Family;
 
-// Packs rows [0, rows) in `threads` contiguous row blocks at once and concatenates the
+// Packs rows [0, rows) in contiguous row blocks on `threads` threads and concatenates the
 // blocks' buffers. Valid for formats whose every buffer is row-major with a fixed size per
 // row (group formats: codes + GroupScale; per-row int8: codes + scale + sum), so the result
-// is byte-identical to one pack over all rows. Loading a model is otherwise one core per
-// layer: RTN's per-group clipping search dominates int4 load time.
+// is byte-identical to one pack over all rows. Blocks hold at most ~4M input values, so a
+// caller that converts its block's rows inside `pack` never holds the whole tensor in fp32
+// (a 128k x 2048 embedding would be 1 GB). Loading is otherwise one core per layer.
 template <typename PackFn>
-kernels::PackedQuant PackRowBlocks(int64_t rows, int threads, PackFn pack) {
-  constexpr int64_t kMinRowsPerBlock = 64;
+kernels::PackedQuant PackRowBlocks(int64_t rows, int64_t cols, int threads, PackFn pack) {
+  constexpr int64_t kMinRowsPerBlock = 64, kMaxValuesPerBlock = int64_t{1} << 22;
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int64_t n = std::clamp<int64_t>(rows / kMinRowsPerBlock, 1, threads);
-  if (n <= 1) return pack(int64_t{0}, rows);
+  const int64_t max_rows = std::max(kMinRowsPerBlock, kMaxValuesPerBlock / std::max<int64_t>(1, cols));
+  const int64_t n = std::max<int64_t>(
+      {int64_t{1}, (rows + max_rows - 1) / max_rows, std::min<int64_t>(threads, rows / kMinRowsPerBlock)});
+  if (n == 1) return pack(int64_t{0}, rows);
   std::vector<kernels::PackedQuant> parts(static_cast<size_t>(n));
+  std::atomic<int64_t> next{0};
   std::vector<std::thread> workers;
-  for (int64_t i = 0; i < n; ++i) {
-    workers.emplace_back([&, i] { parts[i] = pack(rows * i / n, rows * (i + 1) / n); });
+  for (int64_t w = 0; w < std::min<int64_t>(threads, n); ++w) {
+    workers.emplace_back([&] {
+      for (int64_t i = next++; i < n; i = next++) parts[i] = pack(rows * i / n, rows * (i + 1) / n);
+    });
   }
   for (auto& t : workers) t.join();
   kernels::PackedQuant out;
@@ -43,8 +51,9 @@ kernels::PackedQuant PackRowBlocks(int64_t rows, int threads, PackFn pack) {
     size_t total = 0;
     for (const auto& p : parts) total += p.buffers[b].size();
     out.buffers[b].reserve(total);
-    for (const auto& p : parts) {
+    for (auto& p : parts) {
       out.buffers[b].insert(out.buffers[b].end(), p.buffers[b].begin(), p.buffers[b].end());
+      std::vector<uint8_t>().swap(p.buffers[b]);
     }
   }
   out.Bind();
@@ -195,7 +204,7 @@ absl::StatusOr<Linear> QuantizeMatrix(const std::string& tensor_name, const std:
     }
     case Family::kInt8Row:
     case Family::kW8A8:
-      return FromPacked(PackRowBlocks(rows, opt.threads,
+      return FromPacked(PackRowBlocks(rows, cols, opt.threads,
                                       [&](int64_t r0, int64_t r1) {
                                         return kernels::PackInt8Rows(w.data() + r0 * cols, r1 - r0,
                                                                      cols, f.family == Family::kW8A8);
@@ -232,7 +241,7 @@ absl::StatusOr<Linear> QuantizeMatrix(const std::string& tensor_name, const std:
     }
     case Family::kGroup: {
       if (f.method == QuantMethod::kRtn || !stats_ok || !stats->has_xtx()) {
-        return FromPacked(PackRowBlocks(rows, opt.threads,
+        return FromPacked(PackRowBlocks(rows, cols, opt.threads,
                                         [&](int64_t r0, int64_t r1) {
                                           return kernels::PackGroup(w.data() + r0 * cols, r1 - r0,
                                                                     cols, f.bits, f.group_size, cw);
@@ -258,6 +267,43 @@ absl::StatusOr<Linear> QuantizeLinear(const TensorView& t, const QuantFormatSpec
     return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " is not a matrix"));
   }
   if (f.family == Family::kDense) return MakeDenseLinear(t, f.dense_dtype);
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  const bool stats_ok = stats != nullptr && stats->cols == cols && stats->n_samples > 0;
+  const bool rtn_group = f.family == Family::kGroup &&
+                         (f.method == QuantMethod::kRtn || !stats_ok || !stats->has_xtx());
+  const bool int8_rows = f.family == Family::kInt8Row || f.family == Family::kW8A8;
+  if (t.storage == StorageType::kPlain && (rtn_group || int8_rows) &&
+      t.bytes == static_cast<size_t>(rows * cols) * kernels::DTypeSize(t.dtype)) {
+    // Streaming path: each row block is converted to fp32 and packed on its own, so peak
+    // memory is the packed layer plus a few blocks, never the layer in fp32.
+    std::vector<float> diag;
+    if (stats_ok) {
+      diag.resize(static_cast<size_t>(cols));
+      for (int64_t c = 0; c < cols; ++c) diag[c] = static_cast<float>(stats->MeanSq(c));
+    }
+    const float* cw = stats_ok ? diag.data() : nullptr;
+    const size_t row_bytes = static_cast<size_t>(cols) * kernels::DTypeSize(t.dtype);
+    std::atomic<bool> failed{false};
+    kernels::PackedQuant packed =
+        PackRowBlocks(rows, cols, opt.threads, [&](int64_t r0, int64_t r1) {
+          TensorView part = t;
+          part.data = static_cast<const uint8_t*>(t.data) + static_cast<size_t>(r0) * row_bytes;
+          part.shape = {r1 - r0, cols};
+          part.bytes = static_cast<size_t>(r1 - r0) * row_bytes;
+          auto w = TensorToF32(part);
+          // Block read: its file pages (if mapped) can leave resident memory right away.
+          MmapFile::ReleasePages(part.data, part.bytes);
+          if (!w.ok()) {
+            failed = true;
+            w = std::vector<float>(static_cast<size_t>((r1 - r0) * cols), 0.0f);
+          }
+          return rtn_group ? kernels::PackGroup(w->data(), r1 - r0, cols, f.bits, f.group_size, cw)
+                           : kernels::PackInt8Rows(w->data(), r1 - r0, cols,
+                                                   f.family == Family::kW8A8);
+        });
+    if (failed) return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": unsupported dtype"));
+    return FromPacked(std::move(packed), f.name);
+  }
   std::vector<float> w;
   if (t.storage == StorageType::kPlain) {
     ASSIGN_OR_RETURN(w, TensorToF32(t));
@@ -266,7 +312,7 @@ absl::StatusOr<Linear> QuantizeLinear(const TensorView& t, const QuantFormatSpec
     w.resize(static_cast<size_t>(dense.rows() * dense.cols()));
     kernels::DequantizeRows(dense.w, 0, dense.rows(), w.data());
   }
-  return QuantizeMatrix(t.name, w, t.shape[0], t.shape[1], f, stats, opt);
+  return QuantizeMatrix(t.name, w, rows, cols, f, stats, opt);
 }
 
 double LayerError(const Linear& q, const std::vector<float>& w, const ActivationStats* stats) {

@@ -7,7 +7,39 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <map>
+#include <mutex>
+
 namespace compressd {
+namespace {
+
+// Live read-only file mappings (start -> size), so ReleasePages() can tell file-backed
+// bytes (safe to drop: they are re-read from the file) from heap bytes (never dropped).
+std::mutex& MapsMutex() {
+  static std::mutex mu;
+  return mu;
+}
+std::map<uintptr_t, size_t>& Maps() {
+  static auto* m = new std::map<uintptr_t, size_t>();
+  return *m;
+}
+
+}  // namespace
+
+bool MmapFile::ReleasePages(const void* data, size_t bytes) {
+  const auto b = reinterpret_cast<uintptr_t>(data);
+  {
+    std::lock_guard<std::mutex> lock(MapsMutex());
+    auto it = Maps().upper_bound(b);
+    if (it == Maps().begin()) return false;
+    --it;
+    if (b < it->first || b + bytes > it->first + it->second) return false;
+  }
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (b + page - 1) / page * page, end = (b + bytes) / page * page;
+  if (end <= begin) return false;
+  return ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED) == 0;
+}
 
 absl::StatusOr<std::shared_ptr<MmapFile>> MmapFile::Open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -36,6 +68,8 @@ absl::StatusOr<std::shared_ptr<MmapFile>> MmapFile::Open(const std::string& path
     }
     f->data_ = static_cast<const uint8_t*>(p);
     f->mapped_ = true;
+    std::lock_guard<std::mutex> lock(MapsMutex());
+    Maps()[reinterpret_cast<uintptr_t>(p)] = f->size_;
   }
   ::close(fd);
   return f;
@@ -51,7 +85,13 @@ std::shared_ptr<MmapFile> MmapFile::FromBytes(std::string bytes, std::string nam
 }
 
 MmapFile::~MmapFile() {
-  if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (mapped_) {
+    {
+      std::lock_guard<std::mutex> lock(MapsMutex());
+      Maps().erase(reinterpret_cast<uintptr_t>(data_));
+    }
+    ::munmap(const_cast<uint8_t*>(data_), size_);
+  }
 }
 
 }  // namespace compressd

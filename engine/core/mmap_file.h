@@ -20,6 +20,12 @@ class MmapFile {
   MmapFile(const MmapFile&) = delete;
   MmapFile& operator=(const MmapFile&) = delete;
 
+  // Drops the resident pages wholly inside [data, data + bytes) when that range lies in a
+  // live file mapping (read-only, MAP_PRIVATE: the bytes are re-read from the file if
+  // touched again); does nothing for any other memory. Compression on load calls it after
+  // each tensor so that resident memory stays near the compressed size. True if dropped.
+  static bool ReleasePages(const void* data, size_t bytes);
+
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }

@@ -1,10 +1,13 @@
 #include "engine/model/model_loader.h"
 
+#include "engine/core/mmap_file.h"
+
 #include "absl/strings/match.h"
 #include "engine/compress/checkpoint_io.h"
 #include "engine/compress/sparse_util.h"
 #include "engine/compress/register.h"
 #include "engine/core/logging.h"
+#include "engine/core/mmap_file.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/gguf.h"
 #include "engine/model/random_model.h"
@@ -94,6 +97,7 @@ absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options) {
 
   RegisterBuiltinCompression();  // engine/compress presets/recipes (idempotent)
   LinearFactory factory;
+  bool factory_kind_compresses = false;
   auto dense = DenseFactory(options.weights);
   const auto* stored = dynamic_cast<const StoredLinearSource*>(source.get());
   const bool as_stored =
@@ -110,6 +114,7 @@ absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options) {
     factory = *dense;
   } else if (FactoryMaker()) {
     ASSIGN_OR_RETURN(factory, FactoryMaker()(options.weights, options, *model));
+    factory_kind_compresses = true;
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown --weights '", options.weights,
                                                    "'; known: auto, f32, f16, bf16"));
@@ -118,8 +123,12 @@ absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options) {
   // Count linears for progress output.
   const int total = model->config.num_hidden_layers * 7 + 1;
   int done = 0;
+  // Compressed layers own their bytes: the source pages they were made from can leave
+  // resident memory (peak RSS of a compressing load ~ compressed size + one tensor).
+  const bool compressing = factory_kind_compresses;
   LinearFactory counted = [&](const std::string& name, const TensorView& t) {
     auto r = factory(name, t);
+    if (compressing && r.ok()) MmapFile::ReleasePages(t.data, t.bytes);
     if (options.progress) options.progress(++done, total);
     return r;
   };

@@ -41,6 +41,15 @@ void PackChunk(const uint8_t* q, int bits, uint8_t* out) {
 
 float RoundF16(float v) { return F16ToF32(F32ToF16(v)); }
 
+// Round half to even of x in [0, 2^22): exactly std::nearbyint in the default rounding mode
+// (adding and subtracting 1.5 * 2^23 leaves x's integer part), without the library call that
+// baseline x86-64 code makes of nearbyint, so the fit loop below vectorizes. Callers clamp
+// to [0, qmax] first: clamp-then-round equals round-then-clamp for integer bounds.
+inline float RoundClamped(float x) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23 (no -ffast-math: not reassociated)
+  return (x + kMagic) - kMagic;
+}
+
 // Best (scale, min) for one group of values on a 2^bits grid: asymmetric min/max, then a
 // search over shrunk ranges minimising the (weighted) squared error.
 void FitGroup(const float* v, const float* cw, int64_t len, int bits, float* scale, float* min) {
@@ -66,8 +75,7 @@ void FitGroup(const float* v, const float* cw, int64_t len, int bits, float* sca
       RoundGroupParams(&s, &m);
       double err = 0;
       for (int64_t i = 0; i < len; ++i) {
-        float q = std::nearbyint((v[i] - m) / s);
-        q = std::clamp(q, 0.0f, static_cast<float>(qmax));
+        const float q = RoundClamped(std::clamp((v[i] - m) / s, 0.0f, static_cast<float>(qmax)));
         const float d = q * s + m - v[i];
         err += static_cast<double>(d) * d * (cw ? cw[i] : 1.0f);
       }
@@ -83,8 +91,7 @@ void FitGroup(const float* v, const float* cw, int64_t len, int bits, float* sca
 }
 
 uint8_t QuantizeValue(float v, float s, float m, int qmax) {
-  float q = std::nearbyint((v - m) / s);
-  return static_cast<uint8_t>(std::clamp(q, 0.0f, static_cast<float>(qmax)));
+  return static_cast<uint8_t>(RoundClamped(std::clamp((v - m) / s, 0.0f, static_cast<float>(qmax))));
 }
 
 // Fits and quantizes one row: codes [cols_pad] (padding 0), scale/min [n_groups].
