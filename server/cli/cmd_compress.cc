@@ -1,6 +1,8 @@
 // compressd compress: load a checkpoint, compress every linear with --weights (a preset or a
 // recipe), and write a compressed checkpoint folder that loads without recompressing
 // (engine/compress/checkpoint_io.h): `compressd serve --model OUT_DIR`.
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <unistd.h>
 
@@ -33,6 +35,18 @@ int RunCompress(int argc, char** argv) {
   lo.model = ResolveModel(lo.model);
   if (out.empty()) {
     std::fprintf(stderr, "compressd compress: --out DIR is required\n");
+    return 2;
+  }
+  // Checked before any work: the checkpoint copies config.json and the tokenizer from the
+  // source folder, so random:<shape> and .gguf sources cannot be written (see
+  // scripts/random_checkpoint.py for a random-weight Hugging Face folder).
+  struct stat st;
+  if (::stat(lo.model.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    std::fprintf(stderr,
+                 "compressd compress: --model must be a Hugging Face folder (config.json + "
+                 "tokenizer); '%s' is not one (for a random-weight folder: "
+                 "/usr/bin/python3 scripts/random_checkpoint.py --shape S --out DIR)\n",
+                 lo.model.c_str());
     return 2;
   }
   const bool tty = isatty(fileno(stderr));
