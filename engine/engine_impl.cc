@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include "engine/core/backend.h"
 #include "engine/core/logging.h"
 #include "engine/engine.h"
+#include "engine/exec/evaluator.h"
 #include "engine/exec/runner.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/model/model_loader.h"
@@ -104,6 +106,23 @@ class EngineImpl : public Engine {
     g.head_dim = c.head_dim;
     g.block_size = opts_.kv_block_size;
     ASSIGN_OR_RETURN(std::unique_ptr<KvCodec> codec, MakeKvCodec(opts_.kv_cache, g));
+    if (codec->NeedsCalibration()) {
+      // CSKV: projections from K/V statistics on calibration text (--calibration-file, else
+      // the model folder's calibration.txt); without text the codec keeps its uncalibrated
+      // fallback and says so.
+      std::string text = opts_.calibration_file;
+      if (text.empty()) {
+        const std::string candidate = opts_.model + "/calibration.txt";
+        if (FILE* f = std::fopen(candidate.c_str(), "rb")) {
+          std::fclose(f);
+          text = candidate;
+        }
+      }
+      if (!text.empty()) {
+        RETURN_IF_ERROR(CalibrateKvCodec(model_, codec.get(), text, context_, 32768, &pool_));
+        LOG_INFO("KV codec {} calibrated on {}", opts_.kv_cache, text);
+      }
+    }
     int64_t mem = opts_.kv_cache_memory;
     const double bpt = codec->BytesPerToken();
     if (mem <= 0) {

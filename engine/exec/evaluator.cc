@@ -44,6 +44,19 @@ absl::StatusOr<Side> MakeSide(const EvalOptions& o, const std::string& weights,
   g.head_dim = c.head_dim;
   g.block_size = o.kv_block_size;
   ASSIGN_OR_RETURN(std::unique_ptr<KvCodec> codec, MakeKvCodec(kv, g));
+  if (codec->NeedsCalibration()) {
+    std::string calib = o.calibration_file;
+    if (calib.empty()) {
+      calib = o.model + "/calibration.txt";
+      if (!std::ifstream(calib).good()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--kv-cache ", kv, " needs calibration text: pass --calibration-file (no ", calib,
+            ")"));
+      }
+    }
+    RETURN_IF_ERROR(CalibrateKvCodec(s.model, codec.get(), calib, o.context,
+                                     o.kv_calibration_tokens, pool));
+  }
   const int32_t nblocks = (o.context + g.block_size - 1) / g.block_size;
   const size_t block_bytes = codec->LayerBlockBytes() * g.n_layers;
   ASSIGN_OR_RETURN(s.cache, KvCache::Create(std::move(codec), (nblocks + 1) * block_bytes));
@@ -63,6 +76,49 @@ void LogSoftmax(const float* x, int32_t n, std::vector<double>* out) {
 }
 
 }  // namespace
+
+absl::Status CalibrateKvCodec(std::shared_ptr<const Model> model, KvCodec* codec,
+                              const std::string& text_file, int32_t context, int64_t max_tokens,
+                              ThreadPool* pool) {
+  if (!codec->NeedsCalibration()) return absl::OkStatus();
+  std::ifstream in(text_file, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read calibration text ", text_file));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::vector<int32_t> ids = model->tokenizer->Encode(ss.str(), /*add_special=*/true);
+  if (static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(static_cast<size_t>(max_tokens));
+  const int32_t n_ctx = std::min<int32_t>(context, model->config.max_position_embeddings);
+  if (static_cast<int32_t>(ids.size()) < n_ctx) {
+    return absl::InvalidArgumentError(absl::StrCat("calibration text ", text_file, " has ",
+                                                   ids.size(), " tokens, fewer than ", n_ctx));
+  }
+  KvMoments moments;
+  KvGeometry g = codec->geometry();
+  auto recorder = MakeKvMomentsRecorder(g, &moments);
+  if (recorder == nullptr) return absl::InternalError("moments recorder");
+  const int32_t nblocks = (n_ctx + g.block_size - 1) / g.block_size;
+  const size_t block_bytes = recorder->LayerBlockBytes() * g.n_layers;
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
+                   KvCache::Create(std::move(recorder), (nblocks + 1) * block_bytes));
+  std::vector<int32_t> blocks;
+  for (int32_t i = 0; i < nblocks; ++i) blocks.push_back(cache->pool().Allocate());
+  ModelRunner runner(model, cache.get(), pool, n_ctx);
+  const int32_t bos = model->tokenizer->bos_id();
+  std::vector<int32_t> chunk(n_ctx);
+  for (size_t c = 0; c + n_ctx <= ids.size(); c += n_ctx) {
+    std::copy(ids.begin() + c, ids.begin() + c + n_ctx, chunk.begin());
+    if (bos >= 0) chunk[0] = bos;
+    BatchEntry e;
+    e.tokens = chunk.data();
+    e.n_tokens = n_ctx;
+    e.block_table = blocks.data();
+    e.n_blocks = nblocks;
+    e.logits = LogitsMode::kNone;
+    int64_t rows = 0;
+    runner.Forward({e}, &rows);
+  }
+  return codec->Calibrate(moments);
+}
 
 absl::StatusOr<EvalResult> RunEval(const EvalOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -94,6 +150,10 @@ absl::StatusOr<EvalResult> RunEval(const EvalOptions& o) {
   }
   const int32_t V = test.model->config.vocab_size;
   const int32_t first = n_ctx / 2;
+  int32_t test_step = o.prefill_step > 0 ? o.prefill_step : n_ctx;
+  if (o.prefill_step == 0 && test.cache->codec().SealAfterAttend()) {
+    test_step = test.cache->block_size();
+  }
   double nll = 0, nll2 = 0, ref_nll = 0, kl = 0;
   int64_t agree = 0, count = 0;
   std::vector<double> kls;
@@ -103,23 +163,34 @@ absl::StatusOr<EvalResult> RunEval(const EvalOptions& o) {
     std::copy(ids.begin() + static_cast<int64_t>(c) * n_ctx,
               ids.begin() + static_cast<int64_t>(c + 1) * n_ctx, chunk.begin());
     if (bos >= 0) chunk[0] = bos;
-    auto run = [&](Side& s) {
-      BatchEntry e;
-      e.tokens = chunk.data();
-      e.n_tokens = n_ctx;
-      e.start_pos = 0;
-      e.block_table = s.blocks.data();
-      e.n_blocks = static_cast<int32_t>(s.blocks.size());
-      e.logits = LogitsMode::kAll;
-      int64_t rows = 0;
-      return s.runner->Forward({e}, &rows);
+    // Runs the chunk in steps of `step` tokens and returns the logits of positions [from, n_ctx).
+    std::vector<float> step_logits;
+    auto run = [&](Side& s, int32_t step, int32_t from) -> const float* {
+      step_logits.clear();
+      for (int32_t p0 = 0; p0 < n_ctx; p0 += step) {
+        BatchEntry e;
+        e.tokens = chunk.data() + p0;
+        e.n_tokens = std::min(step, n_ctx - p0);
+        e.start_pos = p0;
+        e.block_table = s.blocks.data();
+        e.n_blocks = static_cast<int32_t>((p0 + e.n_tokens + s.cache->block_size() - 1) /
+                                          s.cache->block_size());
+        e.logits = p0 + e.n_tokens > from ? LogitsMode::kAll : LogitsMode::kNone;
+        int64_t rows = 0;
+        const float* lg = s.runner->Forward({e}, &rows);
+        if (step >= n_ctx) return lg + static_cast<size_t>(from) * V;
+        for (int32_t i = std::max(p0, from); i < p0 + e.n_tokens; ++i) {
+          step_logits.insert(step_logits.end(), lg + static_cast<size_t>(i - p0) * V,
+                             lg + static_cast<size_t>(i - p0 + 1) * V);
+        }
+      }
+      return step_logits.data();
     };
-    const float* lt = run(test);
+    const float* lt = run(test, test_step, first);
     // Copy: the reference run reuses nothing of the test side, but keep the test logits
     // alive independently of it.
-    std::vector<float> test_logits(lt + static_cast<size_t>(first) * V,
-                                   lt + static_cast<size_t>(n_ctx) * V);
-    const float* lr = o.compare ? run(ref) : nullptr;
+    std::vector<float> test_logits(lt, lt + static_cast<size_t>(n_ctx - first) * V);
+    const float* lr = o.compare ? run(ref, n_ctx, 0) : nullptr;
     for (int32_t i = first; i < n_ctx - 1; ++i) {
       const int32_t next = chunk[i + 1];
       LogSoftmax(test_logits.data() + static_cast<size_t>(i - first) * V, V, &lp_test);

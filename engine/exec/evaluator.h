@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "engine/core/status.h"
@@ -27,6 +28,13 @@ struct EvalOptions {
   int32_t max_chunks = 0;      // 0 = all
   int32_t threads = 0;
   int32_t kv_block_size = 16;
+  // Tokens per Forward call within a chunk: 0 = the whole chunk in one step, except for codecs
+  // that encode a block from the attention its tokens received (KvCodec::SealAfterAttend),
+  // which run one block per step so that every position attends over the encoded earlier
+  // blocks exactly as in decode (its own block from the fp16 residual window).
+  int32_t prefill_step = 0;
+  // Calibration tokens for codecs that NeedsCalibration (CSKV): at most this many.
+  int64_t kv_calibration_tokens = 32 * 1024;
   // (chunks done, chunks total)
   std::function<void(int, int)> progress;
 };
@@ -48,5 +56,17 @@ struct EvalResult {
 };
 
 absl::StatusOr<EvalResult> RunEval(const EvalOptions& options);
+
+// Fits a codec that NeedsCalibration (CSKV) to `model`: runs up to max_tokens of text_file through
+// the model in chunks of `context` tokens with fp32 KV, recording the K/V second moments, and
+// passes them to codec->Calibrate. No-op for other codecs. RunEval calls it for the evaluated
+// codec (calibration text: EvalOptions::calibration_file, else calibration.txt next to the
+// model); a server would call it once after LoadModel.
+class ThreadPool;
+struct Model;
+class KvCodec;
+absl::Status CalibrateKvCodec(std::shared_ptr<const Model> model, KvCodec* codec,
+                              const std::string& text_file, int32_t context, int64_t max_tokens,
+                              ThreadPool* pool);
 
 }  // namespace compressd

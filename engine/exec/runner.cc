@@ -119,15 +119,17 @@ const float* ModelRunner::Forward(const std::vector<BatchEntry>& batch, int64_t*
                     v_.data() + t * KVD);
       }
     }, 4 * (QD + KVD));
-    if (codec.NeedsSeal()) {
-      // Codecs that encode a block once it is full (kv_codec.h): after every Store of the step.
+    // Codecs that encode a block once it is full (kv_codec.h): after every Store of the step,
+    // or, for SealAfterAttend codecs, after the step's attention instead.
+    auto seal_full_blocks = [&] {
       pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           if (pos_[t] % bs != bs - 1) continue;
           codec.Seal(l, cache_->Block(batch[entry_of_[t]].block_table[pos_[t] / bs], l));
         }
       }, 16 * KVD * bs);
-    }
+    };
+    if (codec.NeedsSeal() && !codec.SealAfterAttend()) seal_full_blocks();
     for (size_t b = 0; b < batch.size(); ++b) {
       for (int i = 0; i < batch[b].n_blocks; ++i) {
         block_ptrs_[bp_off[b] + i] = cache_->Block(batch[b].block_table[i], l);
@@ -148,6 +150,7 @@ const float* ModelRunner::Forward(const std::vector<BatchEntry>& batch, int64_t*
         u += h1 - h0;
       }
     }, 4 * hd * (T > 0 ? pos_[T - 1] + 1 : 1));
+    if (codec.NeedsSeal() && codec.SealAfterAttend()) seal_full_blocks();
     LinearForward(L.o, attn_.data(), T, xn_.data(), H, *pool_, &scratch_);
     pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {

@@ -22,4 +22,25 @@ namespace compressd {
 std::unique_ptr<KvCodec> MakeQuantKvCodec(const std::string& name, const KvGeometry& g,
                                           absl::Status* error);
 
+// Importance-aware codecs on token-selective blocks (select_codec.cc). Per block, a budget of
+// fN percent of its tokens (all KV heads together, split between heads by importance unless
+// "uniform") is kept at hi precision; sinkN: first N tokens of a sequence always hi (4).
+// "mikv": the others at lo precision (hN hi bits 16|8|4|2, default 8; lN lo bits 2|4|8,
+//   default 2; f20), e.g. "mikv:h4:l2:f25".
+// "ems": the others evicted and merged into one slot per head (f50; "nomerge" drops them);
+//   "noscore" (either family, an ablation): ignore attention, keep the earliest slots;
+//   "ems+int8|int4|int2" keeps the tokens at that precision instead of fp16.
+// gN: value group (channels per per-token scale), default min(32, head_dim).
+std::unique_ptr<KvCodec> MakeSelectKvCodec(const std::string& name, const KvGeometry& g,
+                                           absl::Status* error);
+
+// CSKV channel shrinking (cskv_codec.cc): "cskv[:rN][+inner]" stores, per layer and KV head,
+// the rN (default head_dim / 2) leading eigen-directions' features of K and V from calibration
+// (KvCodec::Calibrate), encoded by the inner codec on a head_dim = rN geometry ("fp16" when
+// none): "cskv+int4", "cskv:r8+int8", "cskv+mikv:h4:l2:f45".
+std::unique_ptr<KvCodec> MakeCskvKvCodec(const std::string& name, const KvGeometry& g,
+                                         absl::Status* error);
+// Tests: fraction of calibration energy kept for K (kv = 0) or V (1); -1 if not a cskv codec.
+double CskvEnergyKept(const KvCodec& codec, int kv, int layer, int h);
+
 }  // namespace compressd

@@ -27,6 +27,14 @@ struct KvGeometry {
   int32_t block_size = 16; // tokens per block
 };
 
+// Second moments of the K and V that a model stores (after RoPE), per layer and KV head:
+// k[((layer * n_kv_heads + h) * head_dim + i) * head_dim + j] = sum over tokens of k_i k_j.
+struct KvMoments {
+  KvGeometry geometry;
+  std::vector<double> k, v;
+  int64_t tokens = 0;  // per layer
+};
+
 class KvCodec {
  public:
   virtual ~KvCodec() = default;
@@ -56,6 +64,18 @@ class KvCodec {
   // Seal may run concurrently for distinct blocks.
   virtual bool NeedsSeal() const { return false; }
   virtual void Seal(int /*layer*/, uint8_t* /*block*/) const {}
+  // With NeedsSeal: true moves those Seal calls after the step's Attend calls of the layer
+  // (codecs whose encoding uses the attention that the block's tokens received: MiKV, EMS).
+  // Attend then also reads blocks that are full but not yet sealed (from the codec's staging).
+  virtual bool SealAfterAttend() const { return false; }
+
+  // Capability: codecs fitted to the model's K/V statistics (CSKV's channel projections).
+  // The loader runs calibration text through the model with a recorder codec
+  // (MakeKvMomentsRecorder) and passes the result to Calibrate before the codec stores anything
+  // (engine/exec/evaluator.h: CalibrateKvCodec). Uncalibrated, such a codec still works, with a
+  // fixed fallback (documented by the codec).
+  virtual bool NeedsCalibration() const { return false; }
+  virtual absl::Status Calibrate(const KvMoments& /*moments*/) { return absl::OkStatus(); }
 
   // Average bytes of KV per token across all layers.
   double BytesPerToken() const {
@@ -66,6 +86,10 @@ class KvCodec {
   explicit KvCodec(const KvGeometry& g) : geo_(g) {}
   KvGeometry geo_;
 };
+
+// A fp32 codec that also accumulates every stored token into *moments (which must outlive it;
+// sized here). Store may run on several threads: accumulation is under a mutex per layer.
+std::unique_ptr<KvCodec> MakeKvMomentsRecorder(const KvGeometry& geometry, KvMoments* moments);
 
 // Codec by name: "fp32", "fp16", "bf16" here; compressed codecs register in
 // engine/kv/codec_registry.cc. INVALID_ARGUMENT listing the known names otherwise.

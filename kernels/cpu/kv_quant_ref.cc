@@ -175,6 +175,11 @@ void AddExtras(const KvQuantLayout& l, const uint8_t* src, int t, float* y) {
 
 }  // namespace
 
+void KvFitRange(const float* x, int n, int stride, int bits, bool clip_search, uint16_t* scale_h,
+                uint16_t* min_h) {
+  FitRange(x, n, stride, bits, clip_search, scale_h, min_h);
+}
+
 void KvQuantEncodeBlock(const KvQuantLayout& l, const uint16_t* stage, uint8_t* dst,
                         bool clip_search) {
   const int bs = l.block_size, hd = l.head_dim, ng = l.n_groups(), C = l.chunk();

@@ -6,9 +6,10 @@
 // items_per_second = tokens attended per second.
 //
 // Args: {shape (0 Llama-1B, 1 kdocs-7m), n_ctx, codec (0 fp16 dense, 8 int8, 4 int4, 2 int2,
-// 42 k4/v2)}.
+// 42 k4/v2, 100 mikv:h4:l2:f45 (token-selective, scalar kernel), 101 ems+int4:f50)}.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -52,6 +53,33 @@ void BM_KvAttention(benchmark::State& state) {
                   scratch.data(), 0, n_heads);
       benchmark::DoNotOptimize(out.data());
     }
+  } else if (codec >= 100) {
+    KvSelectLayout l;
+    l.block_size = bs;
+    l.n_kv_heads = n_kv;
+    l.head_dim = hd;
+    l.v_group = std::min(32, hd);
+    l.hi_bits = 4;
+    l.lo_bits = codec == 100 ? 2 : 0;
+    l.merge = true;
+    l.n_hi = (bs * n_kv * (codec == 100 ? 45 : 50) + 50) / 100;
+    std::vector<uint16_t> stage(half * 2);
+    std::vector<float> score(static_cast<size_t>(n_kv) * bs);
+    std::uniform_real_distribution<float> ud(0.0f, 1.0f);
+    for (int b = 0; b < nb; ++b) {
+      for (auto& x : stage) x = F32ToF16(nd(rng));
+      for (auto& x : score) x = ud(rng);
+      mem[b].resize(l.BlockBytes());
+      KvSelectEncodeBlock(l, stage.data(), score.data(), nullptr, true, mem[b].data());
+      ptrs[b] = mem[b].data();
+      bytes += l.BlockBytes();
+    }
+    scratch.resize(KvSelectScratchFloats(l, n_ctx));
+    for (auto _ : state) {
+      AttendKvSelectRef(l, n_heads, q.data(), ptrs.data(), nullptr, nullptr, n_ctx, scale,
+                        out.data(), scratch.data(), 0, n_heads);
+      benchmark::DoNotOptimize(out.data());
+    }
   } else {
     KvQuantLayout l{bs, n_kv, hd, codec == 42 ? 4 : codec, codec == 42 ? 2 : codec, hd};
     std::vector<uint16_t> stage(half * 2);
@@ -74,7 +102,7 @@ void BM_KvAttention(benchmark::State& state) {
 }
 
 BENCHMARK(BM_KvAttention)
-    ->ArgsProduct({{0, 1}, {4096, 32768}, {0, 8, 4, 2, 42}})
+    ->ArgsProduct({{0, 1}, {4096, 32768}, {0, 8, 4, 2, 42, 100, 101}})
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace

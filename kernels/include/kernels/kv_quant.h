@@ -87,4 +87,76 @@ void AttendKvQuantAvx512(const KvQuantLayout& l, int n_heads, const float* q,
                          const uint8_t* const* blocks, const uint16_t* tail_stage, int n_ctx,
                          float scale, float* out, float* scratch, int head_begin, int head_end);
 
+// ---------------------------------------------------------------------------------------------
+// Token-selective blocks (MiKV mixed precision, EMS evict-then-merge): within one block, each KV
+// head's tokens are split by importance into "hi" tokens (hi_bits: 16 = fp16, 8, 4 or 2) and
+// the rest, which are either kept at lo_bits (2, 4 or 8: MiKV) or evicted (lo_bits == 0) and,
+// with `merge`, folded into one merge slot per head (EMS): the importance-weighted average of
+// their K and V plus a logit bias of log(count), so that the slot stands in for that many
+// tokens in the softmax. The hi budget `n_hi` is per block over all KV heads together; how it
+// is split between heads (head-wise budgets) is chosen per block by the encoder, so BlockBytes
+// is fixed. Positions are not stored: K already carries RoPE and softmax is order-free.
+//
+// Layout: header 16 bytes (uint32 state = kKvQuantSealed once encoded), then per KV head
+//   uint64 hi_mask (bit t: slot t is hi), uint32 n_hi of this head, uint32 n_merged,
+//   [hi_bits <= 4]  hi key scale[hd] f16, min[hd] f16   (per channel over the head's hi tokens)
+//   [lo_bits 2|4]   lo key scale[hd] f16, min[hd] f16   (per channel over the head's lo tokens)
+//   [merge]         merge K[hd] f16, V[hd] f16, bias f16, 2 bytes pad
+// then the row pool: all heads' hi rows (head 0's first, each head's in slot order), then all
+// heads' lo rows. A row of b bits is K then V:
+//   b = 16: K[hd] f16, V[hd] f16;  b = 8: K (scale, min)[ng] f16 + codes[hd], V the same;
+//   b = 2|4: K codes[hd*b/8] (per-channel params above), V (scale, min)[ng] f16 + codes.
+// Codes are packed with PackKvCodes (chunk()).
+struct KvSelectLayout {
+  int block_size = 16;  // <= 64
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int hi_bits = 16;     // 16, 8, 4 or 2
+  int lo_bits = 0;      // 0 (evict), 2, 4 or 8
+  int n_hi = 0;         // hi tokens per block, all KV heads together (<= block_size * n_kv_heads)
+  bool merge = true;    // with lo_bits == 0: evicted tokens merged into one slot per head
+  int v_group = 32;     // channels per per-token scale (values; keys at 8 bits)
+
+  int chunk() const { return head_dim % 16 == 0 ? 16 : 8; }
+  int n_groups() const { return head_dim / v_group; }
+  int n_lo() const { return lo_bits > 0 ? block_size * n_kv_heads - n_hi : 0; }
+  size_t RowBytes(int bits) const;
+  size_t HeadFixedBytes() const;
+  size_t BlockBytes() const {
+    return kKvQuantHeader + HeadFixedBytes() * n_kv_heads + RowBytes(hi_bits) * n_hi +
+           (lo_bits > 0 ? RowBytes(lo_bits) * n_lo() : 0);
+  }
+  bool Valid() const;
+};
+
+// Encodes a full block from its fp16 staging (dense [n_kv_heads][block_size][head_dim], K then
+// V, as for KvQuantEncodeBlock) and per-token importance score[n_kv_heads][block_size] (higher
+// = more important; `forced` slots, if not null, [block_size] nonzero = hi in every head, e.g.
+// attention sinks). Head-wise budget: every head gets at least min(forced, n_hi / n_kv_heads /
+// 2) hi tokens, the rest of n_hi go to the highest scores over all heads (`head_wise`), or
+// exactly n_hi / n_kv_heads per head (+1 for the first n_hi % n_kv_heads heads) otherwise.
+void KvSelectEncodeBlock(const KvSelectLayout& l, const uint16_t* stage, const float* score,
+                         const uint8_t* forced, bool head_wise, uint8_t* dst);
+
+// Dequantizes slot `slot` of KV head h (an evicted slot decodes to its merge slot, or zeros
+// without one). Returns 1 = hi, 2 = lo, 0 = evicted.
+int KvSelectDecodeToken(const KvSelectLayout& l, const uint8_t* block, int h, int slot, float* k,
+                        float* v);
+
+// Attention over a sequence of selective blocks: blocks[i] encoded, unless stages[i] != nullptr
+// (fp16 staging of a block not encoded yet, read densely; its tokens' attention probabilities
+// are added to stage_acc[i][kv_head * block_size + slot] when stage_acc and stage_acc[i] are not
+// null). scratch: at least KvSelectScratchFloats(l, n_ctx) floats. Scalar reference; it is also
+// the kernel used (dequantizes one row at a time, never the whole context).
+size_t KvSelectScratchFloats(const KvSelectLayout& l, int n_ctx);
+void AttendKvSelectRef(const KvSelectLayout& l, int n_heads, const float* q,
+                       const uint8_t* const* blocks, const uint16_t* const* stages,
+                       float* const* stage_acc, int n_ctx, float scale, float* out,
+                       float* scratch, int head_begin, int head_end);
+
+// The least-squares clipped asymmetric range used by the KIVI encoder (exposed for the
+// selective encoder): fits scale/min (fp16) for x[i * stride], i < n.
+void KvFitRange(const float* x, int n, int stride, int bits, bool clip_search, uint16_t* scale_h,
+                uint16_t* min_h);
+
 }  // namespace compressd::kernels
