@@ -32,15 +32,24 @@ double PeakBandwidthGBs() {
   return 2.0 * clock_khz * 1e3 * (bus_bits / 8) / 1e9;  // DDR
 }
 
-// Random fp16 in [lo, hi) (never zeros: they hide unwritten outputs and can run faster).
-std::vector<uint16_t> RandomHalves(size_t n, uint32_t seed, float lo, float hi) {
-  std::vector<uint16_t> h(n);
-  uint64_t st = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (auto& v : h) {
+// xorshift64: fast, deterministic fill of large host buffers.
+struct Xorshift {
+  uint64_t st;
+  explicit Xorshift(uint32_t seed) : st(seed * 0x9e3779b97f4a7c15ull + 1) {}
+  uint64_t Next() {
     st ^= st << 13;
     st ^= st >> 7;
     st ^= st << 17;
-    const float u = static_cast<float>(st >> 40) / static_cast<float>(1 << 24);
+    return st;
+  }
+};
+
+// Random fp16 in [lo, hi) (never zeros: they hide unwritten outputs and can run faster).
+std::vector<uint16_t> RandomHalves(size_t n, uint32_t seed, float lo, float hi) {
+  std::vector<uint16_t> h(n);
+  Xorshift rng(seed);
+  for (auto& v : h) {
+    const float u = static_cast<float>(rng.Next() >> 40) / static_cast<float>(1 << 24);
     v = kernels::F32ToF16(lo + (hi - lo) * u);
   }
   return h;
@@ -48,13 +57,8 @@ std::vector<uint16_t> RandomHalves(size_t n, uint32_t seed, float lo, float hi) 
 
 std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
   std::vector<uint8_t> b(n);
-  uint64_t st = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (auto& v : b) {
-    st ^= st << 13;
-    st ^= st >> 7;
-    st ^= st << 17;
-    v = static_cast<uint8_t>(st >> 32);
-  }
+  Xorshift rng(seed);
+  for (auto& v : b) v = static_cast<uint8_t>(rng.Next() >> 32);
   return b;
 }
 
