@@ -1,5 +1,6 @@
 // AVX-512 dense GEMM y[t][r] = sum_c W[r][c] * x[t][c] for F32/F16/BF16 weights, fp32
-// activations and fp32 accumulation.
+// activations and fp32 accumulation. BF16 weights on AVX512_BF16 CPUs take the vdpbf16ps
+// path at the end of this file (activations rounded to bf16, see gemm.h).
 //
 // Shape of the work: each output is a dot product along cols, so the micro-kernel holds an
 // R-rows x T-tokens tile of 16-lane accumulators, loads each weight vector once and uses it
@@ -23,7 +24,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
+#include "kernels/cpu_features.h"
 #include "kernels/gemm.h"
 
 namespace compressd::kernels {
@@ -252,6 +255,110 @@ void GemmDense(const PackedWeight& w, const float* x, int64_t n, float* y, int64
   }
 }
 
+// --- BF16 weights x bf16-rounded activations with vdpbf16ps (GemmDenseUsesBf16Dot) ---
+//
+// One vdpbf16ps multiplies 32 weights (64 bytes, loaded as stored) into 16 fp32 lanes, so
+// decode needs one load and one instruction per 64 bytes instead of the two loads, two
+// widenings, two shifts and two FMAs of the fp32 path, and batches do twice the MACs per
+// instruction. Activations are rounded to bf16 once per call (per thread) into a buffer
+// padded with zeros to a multiple of 32 columns.
+// Batch invariance: every (row, token) output is one accumulator chain over the columns in
+// the same order and one _mm512_reduce_add_ps, whatever the tile (R x T), n or row range.
+
+inline __m512bh AsBh(__m512i v) { return reinterpret_cast<__m512bh>(v); }
+
+template <int R, int T>
+void MicroBf16Dot(const uint16_t* w, int64_t ldw, const uint16_t* xb, int64_t ldx, int64_t K,
+                  float* y, int64_t ldy) {
+  __m512 acc[R][T];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  }
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m512i xv[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_si512(xb + t * ldx + k);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512i wv = _mm512_loadu_si512(w + r * ldw + k);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], AsBh(wv), AsBh(xv[t]));
+    }
+  }
+  if (k < K) {  // the activation buffer is zero-padded; weights are masked to their row
+    const __mmask32 m = static_cast<__mmask32>((uint64_t{1} << (K - k)) - 1u);
+    __m512i xv[T];
+    for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_si512(xb + t * ldx + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512i wv = _mm512_maskz_loadu_epi16(m, w + r * ldw + k);
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], AsBh(wv), AsBh(xv[t]));
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+template <int R>
+void MicroBf16DotT(const uint16_t* w, int64_t ldw, const uint16_t* xb, int64_t ldx, int64_t K,
+                   float* y, int64_t ldy, int64_t t_count) {
+  switch (t_count) {
+    case 1: return MicroBf16Dot<R, 1>(w, ldw, xb, ldx, K, y, ldy);
+    case 2: return MicroBf16Dot<R, 2>(w, ldw, xb, ldx, K, y, ldy);
+    case 3: return MicroBf16Dot<R, 3>(w, ldw, xb, ldx, K, y, ldy);
+    default: return MicroBf16Dot<R, 4>(w, ldw, xb, ldx, K, y, ldy);
+  }
+}
+
+void GemmBf16Dot(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                 int64_t row_begin, int64_t row_end) {
+  const int64_t K = w.cols, Kp = (K + 31) / 32 * 32;
+  const auto* wd = static_cast<const uint16_t*>(w.data);
+  // Token block: its bf16 activations (tb x Kp x 2 bytes) stay in L2 (<= 256 KiB) while the
+  // 4 weight rows of a row group are reused from L1/L2 by every token group.
+  const int64_t tb = std::clamp<int64_t>((int64_t{256} << 10) / (Kp * 2), 4, 64);
+  thread_local std::vector<uint16_t> xbuf;
+  xbuf.resize(static_cast<size_t>(std::min(n, tb) * Kp));
+  uint16_t* xb = xbuf.data();
+  for (int64_t t0 = 0; t0 < n; t0 += tb) {
+    const int64_t nt = std::min(tb, n - t0);
+    for (int64_t t = 0; t < nt; ++t) {
+      const float* xt = x + (t0 + t) * K;
+      uint16_t* d = xb + t * Kp;
+      for (int64_t k = 0; k < Kp; k += 16) {
+        const int64_t left = K - k;
+        const __mmask16 m =
+            static_cast<__mmask16>(left >= 16 ? 0xffff : left <= 0 ? 0 : (1u << left) - 1u);
+        const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, xt + k));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k), reinterpret_cast<__m256i>(h));
+      }
+    }
+    float* yt = y + t0 * ldy;
+    int64_t r = row_begin;
+    if (nt == 1) {  // decode: 8 independent row streams
+      for (; r + 8 <= row_end; r += 8) MicroBf16Dot<8, 1>(wd + r * K, K, xb, Kp, K, yt + r, ldy);
+    }
+    for (; r < row_end;) {
+      const int64_t nr = row_end - r >= 4 ? 4 : row_end - r >= 2 ? 2 : 1;
+      for (int64_t t = 0; t < nt; t += 4) {
+        const int64_t tc = std::min<int64_t>(4, nt - t);
+        const uint16_t* wr = wd + r * K;
+        float* yr = yt + t * ldy + r;
+        if (nr == 4) {
+          MicroBf16DotT<4>(wr, K, xb + t * Kp, Kp, K, yr, ldy, tc);
+        } else if (nr == 2) {
+          MicroBf16DotT<2>(wr, K, xb + t * Kp, Kp, K, yr, ldy, tc);
+        } else {
+          MicroBf16DotT<1>(wr, K, xb + t * Kp, Kp, K, yr, ldy, tc);
+        }
+      }
+      r += nr;
+    }
+  }
+}
+
 }  // namespace
 
 void GemmDenseAvx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
@@ -260,6 +367,9 @@ void GemmDenseAvx512(const PackedWeight& w, const float* x, int64_t n, float* y,
     case DType::kF16:
       return GemmDense<DType::kF16>(w, x, n, y, ldy, row_begin, row_end);
     case DType::kBF16:
+      if (n > 0 && row_end > row_begin && w.cols > 0 && GetCpuFeatures().avx512bf16) {
+        return GemmBf16Dot(w, x, n, y, ldy, row_begin, row_end);
+      }
       return GemmDense<DType::kBF16>(w, x, n, y, ldy, row_begin, row_end);
     default:
       return GemmDense<DType::kF32>(w, x, n, y, ldy, row_begin, row_end);

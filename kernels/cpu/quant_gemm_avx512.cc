@@ -5,6 +5,7 @@
 // kernels/quant.h), turned into weights with one FMA per vector (code * scale + min of its
 // group) and multiplied into an R-rows x T-tokens tile of accumulators. Each decoded weight
 // vector is reused by T tokens, each activation vector by R rows.
+// 4-bit group codes on a CPU with VNNI go to the W4A8 kernel (quant_gemm_a8_avx512.cc).
 // W8A8 / LLM.int8: activations are quantized per token to int8 (stored as u8 = q + 128) and
 // multiplied with vpdpbusd; the +128 offset is removed with the row's code sum.
 //
@@ -21,6 +22,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu_features.h"
 #include "kernels/quant.h"
 
 namespace compressd::kernels {
@@ -329,6 +331,9 @@ void GemmQuantAvx512(const PackedWeight& w, const float* x, int64_t n, float* y,
   const auto v = static_cast<QuantVariant>(w.format.variant);
   if (v == QuantVariant::kW8A8 || v == QuantVariant::kLlmInt8) {
     return GemmW8A8(w, x, n, y, ldy, row_begin, row_end);
+  }
+  if (v == QuantVariant::kGroup && w.format.bits == 4 && GetCpuFeatures().avx512vnni) {
+    return GemmQuant4A8Avx512(w, x, n, y, ldy, row_begin, row_end);
   }
   GemmFloatPath(w, x, n, y, ldy, row_begin, row_end);
 }

@@ -83,6 +83,20 @@ void ExpectClose(const PackedWeight& w, const std::vector<float>& x, int64_t n,
 
 const DType kDtypes[] = {DType::kF32, DType::kF16, DType::kBF16};
 
+// The definition a path implements: BF16 weights on AVX512_BF16 CPUs use bf16-rounded
+// activations (gemm.h); everything else the exact product.
+void Reference(const std::string& path, const PackedWeight& w, const float* x, int64_t n,
+               float* y, int64_t ldy, int64_t row_begin, int64_t row_end) {
+  const bool bf16_dot = w.format.dtype == DType::kBF16 &&
+                        ((path == "avx512" && GetCpuFeatures().avx512bf16) ||
+                         (path != "avx2" && path != "avx512" && GemmDenseUsesBf16Dot(w.format)));
+  if (bf16_dot) {
+    GemmDenseBf16DotRef(w, x, n, y, ldy, row_begin, row_end);
+  } else {
+    GemmDenseRef(w, x, n, y, ldy, row_begin, row_end);
+  }
+}
+
 TEST(GemmDenseTest, RaggedShapesMatchReference) {
   std::mt19937 rng(1234);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -103,7 +117,7 @@ TEST(GemmDenseTest, RaggedShapesMatchReference) {
             for (float& v : x) v = u(rng);
             const int64_t ldy = rows + 3;  // ldy > rows: untouched columns must stay so
             std::vector<float> y(static_cast<size_t>(n * ldy), -7.0f), ref = y;
-            GemmDenseRef(w.view, x.data(), n, ref.data(), ldy, 0, rows);
+            Reference(path.name, w.view, x.data(), n, ref.data(), ldy, 0, rows);
             path.fn(w.view, x.data(), n, y.data(), ldy, 0, rows);
             const std::string what = std::string(path.name) + " " + DTypeName(dt) +
                                      " rows=" + std::to_string(rows) +
@@ -133,7 +147,7 @@ TEST(GemmDenseTest, RowSubRangesWriteOnlyTheirRows) {
         for (float& v : x) v = u(rng);
         for (auto [b, e] : {std::pair<int64_t, int64_t>{3, 4}, {5, 38}, {33, 67}, {0, 9}}) {
           std::vector<float> y(static_cast<size_t>(n * rows), -7.0f), ref = y;
-          GemmDenseRef(w.view, x.data(), n, ref.data(), rows, b, e);
+          Reference(path.name, w.view, x.data(), n, ref.data(), rows, b, e);
           path.fn(w.view, x.data(), n, y.data(), rows, b, e);
           ExpectClose(w.view, x, n, y, ref, rows, b, e, path.name);
           for (int64_t t = 0; t < n; ++t) {
@@ -163,7 +177,7 @@ TEST(GemmDenseTest, LargeBatchBlockingMatchesReference) {
         std::vector<float> x(static_cast<size_t>(n * cols));
         for (float& v : x) v = u(rng);
         std::vector<float> y(static_cast<size_t>(n * rows)), ref = y;
-        GemmDenseRef(w.view, x.data(), n, ref.data(), rows, 0, rows);
+        Reference(path.name, w.view, x.data(), n, ref.data(), rows, 0, rows);
         path.fn(w.view, x.data(), n, y.data(), rows, 0, rows);
         ExpectClose(w.view, x, n, y, ref, rows, 0, rows,
                     std::string(path.name) + " " + DTypeName(dt) + " n=" + std::to_string(n));
@@ -186,12 +200,67 @@ TEST(GemmDenseTest, DispatchUnderEveryIsaCap) {
       std::vector<float> x(static_cast<size_t>(n * cols));
       for (float& v : x) v = u(rng);
       std::vector<float> y(static_cast<size_t>(n * rows)), ref = y;
-      GemmDenseRef(w.view, x.data(), n, ref.data(), rows, 0, rows);
+      Reference("dispatch", w.view, x.data(), n, ref.data(), rows, 0, rows);
       Gemm(w.view, x.data(), n, y.data(), rows, 0, rows);
       ExpectClose(w.view, x, n, y, ref, rows, 0, rows, IsaName(ActiveIsa()));
     }
   }
   SetIsaCap(CpuIsa::kAvx512);
+}
+
+// The bf16-activation definition against the exact product: each activation moves by at
+// most 2^-9 of itself when rounded to bf16.
+TEST(GemmDenseTest, Bf16DotRefWithinActivationRoundingBound) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const int64_t rows = 9, cols = 1000, n = 3;
+  DenseWeight w = MakeWeight(DType::kBF16, rows, cols, rng);
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  for (float& v : x) v = u(rng);
+  std::vector<float> exact(static_cast<size_t>(n * rows)), dot = exact;
+  GemmDenseRef(w.view, x.data(), n, exact.data(), rows, 0, rows);
+  GemmDenseBf16DotRef(w.view, x.data(), n, dot.data(), rows, 0, rows);
+  std::vector<float> row(static_cast<size_t>(cols));
+  bool any_diff = false;
+  for (int64_t r = 0; r < rows; ++r) {
+    DequantizeRows(w.view, r, r + 1, row.data());
+    for (int64_t t = 0; t < n; ++t) {
+      double mag = 0;
+      for (int64_t c = 0; c < cols; ++c) mag += std::fabs(row[c] * x[t * cols + c]);
+      const double err = std::fabs(double(dot[t * rows + r]) - exact[t * rows + r]);
+      EXPECT_LE(err, mag / 512 + 1e-6 * mag) << "r=" << r << " t=" << t;
+      any_diff = any_diff || err > 0;
+    }
+  }
+  EXPECT_TRUE(any_diff) << "the activations were not rounded";
+}
+
+// A token's outputs are bit-identical whether it is computed alone or in a batch of 16 (the
+// engine's greedy batch invariance rests on this). The vdpbf16ps path guarantees it for any
+// K; the fp32-FMA paths block columns at n >= 4 and guarantee it only for K <= 1024.
+TEST(GemmDenseTest, Bf16DotBatchInvariance) {
+  const CpuFeatures& f = GetCpuFeatures();
+  if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512bf16)) {
+    GTEST_SKIP() << "CPU lacks AVX512_BF16";
+  }
+  std::mt19937 rng(12);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const int64_t rows = 37, cols = 2100, n = 16;
+  DenseWeight w = MakeWeight(DType::kBF16, rows, cols, rng);
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  for (float& v : x) v = u(rng);
+  std::vector<float> all(static_cast<size_t>(n * rows));
+  GemmDenseAvx512(w.view, x.data(), n, all.data(), rows, 0, rows);
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<float> one(static_cast<size_t>(rows));
+    GemmDenseAvx512(w.view, x.data() + t * cols, 1, one.data(), rows, 0, rows);
+    for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(one[r], all[t * rows + r]) << "t=" << t;
+  }
+  // And whatever the row range a thread gets.
+  std::vector<float> part(static_cast<size_t>(n * rows));
+  GemmDenseAvx512(w.view, x.data(), n, part.data(), rows, 0, 13);
+  GemmDenseAvx512(w.view, x.data(), n, part.data(), rows, 13, rows);
+  EXPECT_EQ(part, all);
 }
 
 TEST(GemmDenseTest, ZeroColsGivesZeros) {

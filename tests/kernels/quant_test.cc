@@ -152,7 +152,18 @@ TEST(QuantTest, FastPathsMatchReference) {
         double scale = 0;
         for (int64_t t = 0; t < n; ++t)
           for (int64_t r = 0; r < rows; ++r) scale = std::max(scale, std::fabs(double(ref[t * ldy + r])));
+        // 4-bit group codes on AVX-512 VNNI: W4A8, whose definition is GemmQuant4A8Ref
+        // (checked against the fp32 product in W4A8RefWithinActivationRoundingBound).
+        std::vector<float> ref_a8;
+        if (p.view.format.bits == 4 && p.view.format.variant == 0) {
+          ref_a8.assign(ref.size(), -7.0f);
+          GemmQuant4A8Ref(p.view, x.data(), n, ref_a8.data(), ldy, 0, rows);
+        }
         for (auto& [pname, fn] : paths) {
+          const bool a8_path =
+              !ref_a8.empty() &&
+              (pname == "avx512" || (pname == "dispatch" && QuantUsesA8(p.view.format)));
+          const std::vector<float>& want = a8_path ? ref_a8 : ref;
           std::vector<float> out(ref.size(), -7.0f);
           fn(p.view, x.data(), n, out.data(), ldy, 0, rows);
           // Sub-range must only write its own rows.
@@ -165,7 +176,7 @@ TEST(QuantTest, FastPathsMatchReference) {
                 EXPECT_EQ(out[i], -7.0f);
                 continue;
               }
-              ASSERT_NEAR(out[i], ref[i], 1e-4 * (scale + 1)) << c.name << " " << pname << " "
+              ASSERT_NEAR(out[i], want[i], 1e-4 * (scale + 1)) << c.name << " " << pname << " "
                                                             << rows << "x" << cols << " n=" << n
                                                             << " t=" << t << " r=" << r;
               if (r >= 1 && r < rows - 1) {
@@ -174,6 +185,88 @@ TEST(QuantTest, FastPathsMatchReference) {
                 EXPECT_EQ(part[i], -7.0f);
               }
             }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The W4A8 definition against the fp32 product: the only difference is the rounding of each
+// activation to its chunk's int8 grid, at most s/2 per column, so
+// |y_a8 - y| <= sum_c |w_c| * s_chunk(c) / 2 (plus float rounding of the sums).
+TEST(QuantTest, W4A8RefWithinActivationRoundingBound) {
+  std::mt19937 rng(8);
+  for (int g : {32, 64, 128, 256}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{11, 172}, {8, 2048}, {5, 33}}) {
+      const auto w = RandomMatrix(rows, cols, rng);
+      PackedQuant p = PackGroup(w.data(), rows, cols, 4, g);
+      const int64_t n = 3, cp = QuantPaddedCols(p.view.format, cols);
+      std::normal_distribution<float> nd(0.0f, 1.0f);
+      std::vector<float> x(static_cast<size_t>(n * cols));
+      for (auto& v : x) v = nd(rng);
+      x[0] = 40.0f;  // an outlier: its chunk gets a coarse grid, the others do not
+      std::vector<float> exact(static_cast<size_t>(n * rows)), a8 = exact;
+      GemmRef(p.view, x.data(), n, exact.data(), rows, 0, rows);
+      GemmQuant4A8Ref(p.view, x.data(), n, a8.data(), rows, 0, rows);
+      std::vector<float> deq(static_cast<size_t>(rows * cols));
+      DequantizeRows(p.view, 0, rows, deq.data());
+      std::vector<int8_t> q(static_cast<size_t>(cp));
+      std::vector<float> s(static_cast<size_t>(cp / 32));
+      double worst = 0;  // largest |error| / bound seen: the bound must also not be loose
+      for (int64_t t = 0; t < n; ++t) {
+        quant_internal::QuantizeChunksQ8(x.data() + t * cols, cols, cp, q.data(), s.data());
+        for (int64_t c = 0; c < cols; ++c) {
+          ASSERT_LE(std::fabs(q[c] * s[c / 32] - x[t * cols + c]), 0.5f * s[c / 32] * 1.0001f)
+              << "c=" << c;
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          double bound = 0, mag = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            bound += std::fabs(deq[r * cols + c]) * s[c / 32] * 0.5;
+            mag += std::fabs(deq[r * cols + c] * x[t * cols + c]);
+          }
+          const double err = std::fabs(double(a8[t * rows + r]) - exact[t * rows + r]);
+          EXPECT_LE(err, bound + 1e-6 * mag) << "g=" << g << " " << rows << "x" << cols;
+          worst = std::max(worst, err / bound);
+        }
+      }
+      // Rounding errors of independent columns partly cancel: far below the worst case,
+      // but not zero (the activations really are quantized).
+      EXPECT_GT(worst, 1e-4) << "g=" << g << " cols=" << cols;
+    }
+  }
+}
+
+// Every 4-bit group size and ragged column count through the W4A8 kernel, including the
+// half block at the end of rows whose padded length is not a multiple of 128.
+TEST(QuantTest, W4A8KernelMatchesItsReference) {
+  const CpuFeatures& f = GetCpuFeatures();
+  if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni)) {
+    GTEST_SKIP() << "CPU lacks AVX-512 VNNI";
+  }
+  std::mt19937 rng(9);
+  for (int g : {32, 64, 128, 512}) {
+    for (auto [rows, cols] :
+         {std::pair<int64_t, int64_t>{7, 64}, {6, 192}, {9, 600}, {4, 2048 + 64}}) {
+      const auto w = RandomMatrix(rows, cols, rng);
+      PackedQuant p = PackGroup(w.data(), rows, cols, 4, g);
+      for (int64_t n : {1, 2, 8, 11, 16, 65}) {
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        std::vector<float> x(static_cast<size_t>(n * cols));
+        for (auto& v : x) v = nd(rng);
+        std::vector<float> ref(static_cast<size_t>(n * rows)), out = ref;
+        GemmQuant4A8Ref(p.view, x.data(), n, ref.data(), rows, 0, rows);
+        GemmQuant4A8Avx512(p.view, x.data(), n, out.data(), rows, 0, rows);
+        for (int64_t t = 0; t < n; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double mag = 0;
+            std::vector<float> row(static_cast<size_t>(cols));
+            DequantizeRows(p.view, r, r + 1, row.data());
+            for (int64_t c = 0; c < cols; ++c) mag += std::fabs(row[c] * x[t * cols + c]);
+            ASSERT_NEAR(out[t * rows + r], ref[t * rows + r], 1e-5 * mag + 1e-6)
+                << "g=" << g << " " << rows << "x" << cols << " n=" << n << " t=" << t
+                << " r=" << r;
           }
         }
       }

@@ -38,4 +38,15 @@ void GemmDenseAvx2(const PackedWeight& w, const float* x, int64_t n, float* y, i
 void GemmDenseAvx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                      int64_t row_begin, int64_t row_end);
 
+// BF16 weights on CPUs with AVX512_BF16 multiply with vdpbf16ps, so their product is defined
+// with activations rounded to bf16 (round to nearest even, once per call): y = sum_c w_c *
+// bf16(x_c), accumulated in fp32, with subnormal weights and activations taken as zero (as
+// vdpbf16ps does). |y - (exact y)| <= 2^-9 sum_c |w_c x_c| (+ the flushed subnormals). Every
+// token's outputs are the same whatever the batch and row range (batch invariant).
+// True when GemmDenseAvx512 (and Gemm() under the active ISA) takes that path for `format`.
+bool GemmDenseUsesBf16Dot(const WeightFormat& format);
+// Scalar definition of that product (double accumulation): the oracle of the fast path.
+void GemmDenseBf16DotRef(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                         int64_t row_begin, int64_t row_end);
+
 }  // namespace compressd::kernels

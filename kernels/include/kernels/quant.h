@@ -157,6 +157,20 @@ void GemmQuantAvx2(const PackedWeight& w, const float* x, int64_t n, float* y, i
 void GemmQuantAvx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                      int64_t row_begin, int64_t row_end);
 bool QuantSupports(const WeightFormat& f);
+
+// W4A8: the AVX-512 VNNI path of 4-bit group formats (kGroup, bits 4, any group size)
+// multiplies the codes with int8 activations (vpdpbusd), so its product is defined with
+// quantized activations: each token's x is split in 32-column chunks (the code chunks) and
+// each chunk is rounded to int8 with its own scale s = amax/127 (q = round-half-even(x *
+// 127/amax), x^ = q * s). Then y = sum_c w_c x^_c, with w_c = code * scale + min exactly as
+// DequantizeRows defines it. |y - (exact y)| <= sum_c |w_c| s_chunk(c) / 2.
+// True when Gemm() takes this path for f on this CPU (AVX-512 + VNNI, not capped below).
+bool QuantUsesA8(const WeightFormat& f);
+// Scalar definition of the W4A8 product (the oracle of GemmQuant4A8Avx512), in double.
+void GemmQuant4A8Ref(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                     int64_t row_begin, int64_t row_end);
+void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                        int64_t row_begin, int64_t row_end);
 void DequantizeQuantRows(const PackedWeight& w, int64_t row_begin, int64_t row_end, float* out);
 
 // Shared helpers for the kernels (quant_common.cc).
@@ -178,6 +192,9 @@ void AddRowCorrections(const PackedWeight& w, int64_t r, const float* x, int64_t
 // int8 + 128, padding 128), xscale [n]. Outlier columns (sorted ids) are treated as zero.
 void QuantizeActivations(const float* x, int64_t n, int64_t cols, int64_t cols_pad,
                          const uint32_t* outliers, int64_t n_out, uint8_t* xq, float* xscale);
+// W4A8 activations of one token: x [cols] -> q [cols_pad] int8 and scale [cols_pad / 32],
+// one scale per 32-column chunk (columns past cols are zero). See QuantUsesA8().
+void QuantizeChunksQ8(const float* x, int64_t cols, int64_t cols_pad, int8_t* q, float* scale);
 }  // namespace quant_internal
 
 }  // namespace compressd::kernels

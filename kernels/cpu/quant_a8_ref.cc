@@ -1,0 +1,59 @@
+// Scalar definition of the W4A8 product (4-bit group codes x int8 activations per 32-column
+// chunk): the oracle of the AVX-512 VNNI kernel (quant_gemm_a8_avx512.cc). See quant.h.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+#include "kernels/quant.h"
+
+namespace compressd::kernels {
+namespace quant_internal {
+
+void QuantizeChunksQ8(const float* x, int64_t cols, int64_t cols_pad, int8_t* q, float* scale) {
+  for (int64_t c0 = 0; c0 < cols_pad; c0 += kQuantChunk) {
+    const int64_t len = std::clamp<int64_t>(cols - c0, 0, kQuantChunk);
+    float amax = 0.0f;
+    for (int64_t j = 0; j < len; ++j) amax = std::max(amax, std::fabs(x[c0 + j]));
+    // The same float operations as the vector code: s = amax / 127, q = rne(x * (127 / amax)).
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int64_t j = 0; j < kQuantChunk; ++j) {
+      int v = 0;
+      if (j < len) v = static_cast<int>(std::nearbyint(x[c0 + j] * inv));
+      q[c0 + j] = static_cast<int8_t>(std::clamp(v, -127, 127));
+    }
+    scale[c0 / kQuantChunk] = amax / 127.0f;
+  }
+}
+
+}  // namespace quant_internal
+
+bool QuantUsesA8(const WeightFormat& f) {
+  return f.kind == WeightKind::kQuant &&
+         static_cast<QuantVariant>(f.variant) == QuantVariant::kGroup && f.bits == 4 &&
+         ActiveIsa() == CpuIsa::kAvx512 && GetCpuFeatures().avx512vnni;
+}
+
+void GemmQuant4A8Ref(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                     int64_t row_begin, int64_t row_end) {
+  const int64_t cols = w.cols, cp = QuantPaddedCols(w.format, cols);
+  std::vector<float> xhat(static_cast<size_t>(n * cols));
+  std::vector<int8_t> q(static_cast<size_t>(cp));
+  std::vector<float> s(static_cast<size_t>(cp / kQuantChunk));
+  for (int64_t t = 0; t < n; ++t) {
+    quant_internal::QuantizeChunksQ8(x + t * cols, cols, cp, q.data(), s.data());
+    for (int64_t c = 0; c < cols; ++c) xhat[t * cols + c] = q[c] * s[c / kQuantChunk];
+  }
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    DequantizeQuantRows(w, r, r + 1, row.data());
+    for (int64_t t = 0; t < n; ++t) {
+      double acc = 0.0;
+      for (int64_t c = 0; c < cols; ++c) acc += static_cast<double>(row[c]) * xhat[t * cols + c];
+      y[t * ldy + r] = static_cast<float>(acc);
+    }
+  }
+}
+
+}  // namespace compressd::kernels

@@ -1,0 +1,272 @@
+// W4A8 GEMM/GEMV for 4-bit group formats with AVX-512 VNNI (definition: quant.h,
+// QuantUsesA8; scalar oracle: quant_a8_ref.cc).
+//
+// Why: decoding 4-bit codes to fp32 costs ~5 vector ops per 16 weights and made the fp32
+// path compute bound at ~15 GB/s. Here one 64-byte load holds 4 chunks (128 weights); two
+// and/shift ops give their low and high nibbles as u8, which vpdpbusd multiplies with int8
+// activations stored in the matching order, so 128 weights cost ~10 vector ops.
+//
+// Per 128-column block b and (row r, token t):
+//   i32[16] = dpbusd(dpbusd(0, lo_r, xlo_t), hi_r, xhi_t)  (int32 lane l: chunk l/4 of b)
+//   acc[r][t] += float(i32) * (d_lane_r * s_lane_t)         (group scale x chunk scale)
+// and once per 16 groups acc[r][t] += min[16] * xsum_t[16] (xsum = sum of x^ over a group).
+// y[t][r] = sum of the 16 lanes of acc[r][t].
+//
+// Activation layout per token (built once per call): block b holds 128 int8 values, the
+// first 64 in "low nibble" order (chunk i, values 0..15 at bytes 16i..16i+15) and the next
+// 64 in "high nibble" order (values 16..31), i.e. the order of the code bytes.
+//
+// Batch invariance: every (row, token) output is the same chain of operations whatever the
+// tile (R rows x T tokens), n or row range, so a token's result does not depend on the rest
+// of the batch. Weight tiles are decoded once per block and reused by all T tokens, which
+// makes a 16-token batch read each weight once (issue #3).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/quant.h"
+
+namespace compressd::kernels {
+namespace {
+
+constexpr int64_t kBlock = 128;      // columns per 64-byte code block
+constexpr int64_t kTokenBlock = 64;  // tokens whose activations are prepared together
+constexpr int kMaxT = 6;             // 2 rows x 6 tokens: 12 accumulators, ~28 zmm live
+
+struct Acts {
+  int64_t nb = 0;              // blocks per token
+  int64_t ngp = 0;             // groups per token, rounded up to 16
+  const int8_t* q = nullptr;   // [n][nb][128], nibble order
+  const float* s = nullptr;    // [n][nb][16]: lane l = scale of chunk l/4
+  const float* sum = nullptr;  // [n][ngp]: sum of x^ over each group
+};
+
+// Quantizes n tokens; same arithmetic as QuantizeChunksQ8 (the reference).
+void PrepareActs(const float* x, int64_t n, int64_t cols, int64_t cp, int chunk_shift, int8_t* q,
+                 float* s, float* sum, int64_t nb, int64_t ngp) {
+  const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * cols;
+    int8_t* qt = q + t * nb * kBlock;
+    float* st = s + t * nb * 16;
+    float* sumt = sum + t * ngp;
+    std::memset(sumt, 0, static_cast<size_t>(ngp) * sizeof(float));
+    for (int64_t c = 0; c < nb * 4; ++c) {
+      const int64_t c0 = c * kQuantChunk;
+      const int64_t len = std::clamp<int64_t>(cols - c0, 0, kQuantChunk);
+      const __mmask16 m0 = static_cast<__mmask16>(len >= 16 ? 0xffff : (1u << len) - 1u);
+      const __mmask16 m1 = static_cast<__mmask16>(len >= 32   ? 0xffff
+                                                  : len <= 16 ? 0
+                                                              : (1u << (len - 16)) - 1u);
+      const __m512 x0 = _mm512_maskz_loadu_ps(m0, xt + c0);
+      const __m512 x1 = _mm512_maskz_loadu_ps(m1, xt + c0 + 16);
+      const float amax =
+          _mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(x0, sign), _mm512_and_ps(x1, sign)));
+      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+      const float sc = amax / 127.0f;
+      const __m512 vinv = _mm512_set1_ps(inv);
+      __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vinv));  // MXCSR default: RNE
+      __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vinv));
+      q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim), nlim);
+      q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), nlim);
+      const int64_t b = c / 4, i = c % 4;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qt + b * kBlock + i * 16),
+                       _mm512_cvtepi32_epi8(q0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qt + b * kBlock + 64 + i * 16),
+                       _mm512_cvtepi32_epi8(q1));
+      _mm_storeu_ps(st + b * 16 + i * 4, _mm_set1_ps(c0 < cp ? sc : 0.0f));
+      const int isum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+      sumt[c >> chunk_shift] += sc * static_cast<float>(isum);
+    }
+  }
+}
+
+// out[r][t] = row r . token t for R rows x T tokens.
+template <int R, int T>
+void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int64_t cp,
+          int chunk_shift, const Acts& a, float (*out)[kMaxT]) {
+  __m512 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  const int64_t nb = a.nb;
+  const int64_t full_blocks = cp / kBlock;  // the last block may hold only 2 chunks
+  const int64_t blocks_per_window = (int64_t{16} << chunk_shift) / 4;
+  const __m512i lane_chunk = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m128i shift = _mm_cvtsi32_si128(chunk_shift);
+  const __m512i nib = _mm512_set1_epi8(0x0f);
+  for (int64_t win = 0, b0 = 0; b0 < nb; ++win, b0 += blocks_per_window) {
+    const int64_t b1 = std::min(nb, b0 + blocks_per_window);
+    const int64_t gleft = ng - 16 * win;
+    const __mmask16 gm = static_cast<__mmask16>(gleft >= 16 ? 0xffff : (1u << gleft) - 1u);
+    __m512 dv[R];
+    for (int r = 0; r < R; ++r) {
+      const __m512i p = _mm512_maskz_loadu_epi32(gm, gs[r] + 16 * win);
+      dv[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(p));
+      const __m512 mv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(p, 16)));
+      for (int t = 0; t < T; ++t) {
+        acc[r][t] = _mm512_fmadd_ps(mv, _mm512_loadu_ps(a.sum + t * a.ngp + 16 * win), acc[r][t]);
+      }
+    }
+    for (int64_t b = b0; b < b1; ++b) {
+      const __m512i idx = _mm512_sub_epi32(
+          _mm512_srl_epi32(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(4 * b)), lane_chunk),
+                           shift),
+          _mm512_set1_epi32(static_cast<int>(16 * win)));
+      __m512i lo[R], hi[R];
+      __m512 dl[R];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* p = codes[r] + b * 64;
+        const __m512i wv =
+            b < full_blocks ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(0xffffffffull, p);
+        lo[r] = _mm512_and_si512(wv, nib);
+        hi[r] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nib);
+        dl[r] = _mm512_permutexvar_ps(idx, dv[r]);
+      }
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const int8_t* qb = a.q + (t * nb + b) * kBlock;
+        const __m512i xl = _mm512_loadu_si512(qb);
+        const __m512i xh = _mm512_loadu_si512(qb + 64);
+        const __m512 xs = _mm512_loadu_ps(a.s + (t * nb + b) * 16);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], xl);
+          d = _mm512_dpbusd_epi32(d, hi[r], xh);
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(dl[r], xs), acc[r][t]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+// R rows over tokens [0, n) of `a`, in tiles of R rows x up to kMaxT tokens.
+template <int R>
+void RowsAllTokens(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int64_t cp,
+                   int chunk_shift, const Acts& a, int64_t n, const int64_t* rows, float* y,
+                   int64_t ldy) {
+  for (int64_t t = 0; t < n;) {
+    Acts at = a;
+    at.q += t * a.nb * kBlock;
+    at.s += t * a.nb * 16;
+    at.sum += t * a.ngp;
+    float o[R][kMaxT];
+    // 4-row tiles are for decode (one token); wider token tiles would not fit in registers.
+    const int tt = static_cast<int>(std::min<int64_t>(R == 4 ? 1 : kMaxT, n - t));
+    if constexpr (R == 4) {
+      Tile<R, 1>(codes, gs, ng, cp, chunk_shift, at, o);
+    } else {
+      switch (tt) {
+        case 1:
+          Tile<R, 1>(codes, gs, ng, cp, chunk_shift, at, o);
+          break;
+        case 2:
+          Tile<R, 2>(codes, gs, ng, cp, chunk_shift, at, o);
+          break;
+        case 3:
+          Tile<R, 3>(codes, gs, ng, cp, chunk_shift, at, o);
+          break;
+        case 4:
+          Tile<R, 4>(codes, gs, ng, cp, chunk_shift, at, o);
+          break;
+        case 5:
+          Tile<R, 5>(codes, gs, ng, cp, chunk_shift, at, o);
+          break;
+        default:
+          Tile<R, 6>(codes, gs, ng, cp, chunk_shift, at, o);
+          break;
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < tt; ++j) y[(t + j) * ldy + rows[r]] = o[r][j];
+    t += tt;
+  }
+}
+
+int Log2(int64_t v) {
+  int s = 0;
+  while ((int64_t{1} << s) < v) ++s;
+  return s;
+}
+
+}  // namespace
+
+void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                        int64_t row_begin, int64_t row_end) {
+  if (n <= 0 || row_begin >= row_end) return;
+  const WeightFormat& f = w.format;
+  const int64_t cols = w.cols, cp = QuantPaddedCols(f, cols);
+  const int64_t ng = cp / f.group_size;
+  const int chunk_shift = Log2(f.group_size) - 5;  // chunks per group = 1 << chunk_shift
+  const int64_t row_bytes = cp / kQuantChunk * 16;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const auto* scales = static_cast<const GroupScale*>(w.aux[0]);
+
+  Acts a;
+  a.nb = (cp + kBlock - 1) / kBlock;
+  a.ngp = (ng + 15) / 16 * 16;
+  const int64_t tb = std::min(n, kTokenBlock);
+  thread_local std::vector<int8_t> qbuf;
+  thread_local std::vector<float> sbuf, sumbuf;
+  qbuf.resize(static_cast<size_t>(tb * a.nb * kBlock));
+  sbuf.resize(static_cast<size_t>(tb * a.nb * 16));
+  sumbuf.resize(static_cast<size_t>(tb * a.ngp));
+  a.q = qbuf.data();
+  a.s = sbuf.data();
+  a.sum = sumbuf.data();
+
+  for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
+    const int64_t nt = std::min(kTokenBlock, n - t0);
+    PrepareActs(x + t0 * cols, nt, cols, cp, chunk_shift, qbuf.data(), sbuf.data(), sumbuf.data(),
+                a.nb, a.ngp);
+    float* yt = y + t0 * ldy;
+    // Decode (nt == 1): 4 rows per tile, 4 independent row streams. Batches: 2 rows x up to 6
+    // tokens, so each decoded code block serves 12 (row, token) dot products.
+    // Batches go panel by panel: a panel's codes (~64 KiB) stay in L2 while each group of
+    // kMaxT tokens sweeps it with its activations (~3 KiB per 2048 columns and token) in L1.
+    const int rb = nt == 1 ? 4 : 2;
+    const int64_t panel = nt == 1 ? row_end - row_begin
+                                  : std::max<int64_t>(4, (int64_t{64} << 10) / row_bytes / 2 * 2);
+    for (int64_t p0 = row_begin; p0 < row_end; p0 += panel) {
+      const int64_t p1 = std::min(row_end, p0 + panel);
+      for (int64_t t = 0; t < nt; t += kMaxT) {
+        const int64_t tn = std::min<int64_t>(kMaxT, nt - t);
+        Acts at = a;
+        at.q += t * a.nb * kBlock;
+        at.s += t * a.nb * 16;
+        at.sum += t * a.ngp;
+        for (int64_t r = p0; r < p1;) {
+          const uint8_t* codes[4];
+          const GroupScale* gs[4];
+          int64_t rows[4];
+          const int nr = static_cast<int>(std::min<int64_t>(rb, p1 - r));
+          for (int i = 0; i < nr; ++i) {
+            codes[i] = base + (r + i) * row_bytes;
+            gs[i] = scales + (r + i) * ng;
+            rows[i] = r + i;
+          }
+          float* yr = yt + t * ldy;
+          if (nr == 4) {
+            RowsAllTokens<4>(codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
+          } else if (nr >= 2) {
+            RowsAllTokens<2>(codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
+          } else {
+            RowsAllTokens<1>(codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
+          }
+          r += nr >= 4 ? 4 : nr >= 2 ? 2 : 1;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace compressd::kernels
