@@ -2,11 +2,14 @@
 # libFuzzer driver for tests/fuzz/*_fuzz.cc.
 #   scripts/fuzz.sh --list                 target names
 #   scripts/fuzz.sh TARGET SECONDS         build if needed, fuzz TARGET for SECONDS
-#   scripts/fuzz.sh --all SECONDS          every target in turn (FUZZ_PARALLEL=2: two at a time)
+#   scripts/fuzz.sh --all SECONDS          every target in turn (FUZZ_PARALLEL=2: two at a time),
+#                                          then one result line per target
 #   scripts/fuzz.sh --build                build every target only
 # FUZZ_NO_BUILD=1 runs the binaries already built (no ninja step).
-# Build dir: build-fuzz (clang-14, -fsanitize=fuzzer,address,undefined). Work dir (corpus
-# grown across runs, logs): build-fuzz/fuzz-work/<target>/. Seeds: tests/fuzz/corpus/<target>/
+# Build dir: FUZZ_BUILD_DIR, default build-fuzz (clang-14, -fsanitize=fuzzer,address,undefined,
+# no tests). CI uses build-asan, which scripts/sanitize.sh asan configures with the fuzz targets
+# too, so the fuzzers link against objects already built there. Work dir (corpus
+# grown across runs, logs): <build dir>/fuzz-work/<target>/. Seeds: tests/fuzz/corpus/<target>/
 # (committed) plus real files from ../shared copied into the work corpus at run time.
 # Crashes, leaks, timeouts and OOMs land in tests/fuzz/findings/ (gitignored).
 # Each run ends with one line: "fuzz-result TARGET execs=N corpus=N cov=N ft=N crashes=N".
@@ -134,7 +137,8 @@ run_one() {
   ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
   corp=$(find "$work/corpus" -type f | wc -l)
   crashes=$(find "$FINDINGS" -maxdepth 1 -name "$t-*" -type f | wc -l)
-  echo "fuzz-result $t secs=$secs rc=$rc execs=${execs:-?} corpus=$corp cov=${cov:-?} ft=${ft:-?} findings=$crashes"
+  echo "fuzz-result $t secs=$secs rc=$rc execs=${execs:-?} corpus=$corp cov=${cov:-?} ft=${ft:-?} findings=$crashes" |
+    tee "$work/result"
   if [[ $rc -ne 0 ]]; then
     grep -E "ERROR|SUMMARY|==[0-9]+==|Test unit written|error in line" "$log" | head -20 || true
   fi
@@ -158,8 +162,10 @@ case "${1:-}" in
       done
       while [[ $(jobs -rp | wc -l) -gt 0 ]]; do wait -n || status=1; done
     fi
+    echo "== fuzz summary (${secs}s per target, FUZZ_PARALLEL=$par)"
+    for t in $(targets); do cat "$BUILD/fuzz-work/$t/result" 2>/dev/null || echo "fuzz-result $t missing"; done
     exit $status ;;
-  ""|-h|--help) sed -n '2,11p' "$0"; exit 2 ;;
+  ""|-h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
   *)
     t="$1"; secs="${2:?usage: fuzz.sh TARGET SECONDS}"
     [[ "$t" == *_fuzz ]] || t="${t}_fuzz"

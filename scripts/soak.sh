@@ -3,9 +3,13 @@
 #   scripts/soak.sh                 SOAK_SECONDS (default 1800) of open-loop load above capacity
 #   scripts/soak.sh --faults        the bounded fault and security tests only (~1-2 min)
 #   scripts/soak.sh --all           both
-# Environment: BUILD_DIR (default build-soak, configured Release if missing), SOAK_SECONDS,
-# SOAK_RATE (requests/s offered, default 200), JOBS (default 2).
-# CI: SOAK_SECONDS=120 scripts/soak.sh --all
+# Environment: BUILD_DIR (default build-soak, configured Release if missing; BUILD_DIR=build
+# reuses the build of scripts/test.sh), SOAK_SECONDS, SOAK_RATE (requests/s offered, default
+# 1500: above what one engine thread serves on 2 vCPUs), JOBS (default 2).
+# Run it on an otherwise idle machine: the soak offers load above capacity and checks the
+# server's RSS, so other processes taking the cores make the server fall behind and its RSS
+# high-water mark rise (docs/RELIABILITY.md, "Soak"). CI runs it from scripts/test.sh (ctest -L
+# soak, one test at a time, after the rest of the suite) with SOAK_SECONDS=120.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +21,7 @@ case "${1:-}" in
   "") filter="SoakTest.*" ;;
   --faults) filter="FaultTest.*:SecurityTest.*" ;;
   --all) filter="*" ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
 esac
 
 t0=$(date +%s)
@@ -28,7 +32,7 @@ fi
 ninja -C "$BUILD" -j"$JOBS" compressd compressd-loadtest soak_soak_test
 echo "== build took $(( $(date +%s) - t0 ))s"
 t0=$(date +%s)
-COMPRESSD_BINARY_DIR="$BUILD" "$BUILD/tests/soak_soak_test" --gtest_filter="$filter"
-rc=$?
+rc=0
+COMPRESSD_BINARY_DIR="$BUILD" "$BUILD/tests/soak_soak_test" --gtest_filter="$filter" || rc=$?
 echo "== tests took $(( $(date +%s) - t0 ))s (SOAK_SECONDS=$SOAK_SECONDS)"
 exit $rc

@@ -252,6 +252,10 @@ TEST(ServerTest, HostileInputsAreRejectedAndServingContinues) {
          for (int i = 0; i < ctx_len + 10; ++i) r.add_prompt_token_ids(5);
        },
        "prompt has"},
+      // Refused by its byte count before tokenizing (it used to be tokenized in full, 5-15 s
+      // of CPU, then refused for its token count).
+      {"10 MB prompt", [](v1::GenerateRequest& r) { r.set_prompt(std::string(10 << 20, 'a')); },
+       "prompt has 10485760 bytes; at most"},
       {"nan temperature",
        [](v1::GenerateRequest& r) { r.mutable_sampling()->set_temperature(std::nanf("")); },
        "sampling.temperature is NaN"},

@@ -204,6 +204,34 @@ TEST(ValidateGenerateRequest, ChatRolesAndCount) {
   ExpectInvalid(many, {"chat.messages has 1025 messages"});
 }
 
+// Regression (#8): a 10 MB prompt used to be tokenized in full (seconds of CPU) before its
+// token count was refused. The byte bound, 32 bytes per context position (8,192 bytes for
+// a context of 256), is checked here, before any tokenizer runs.
+TEST(ValidateGenerateRequest, PromptBytesBoundedBeforeTokenizing) {
+  v1::GenerateRequest r = Valid();
+  r.set_prompt(std::string(8192, 'a'));
+  EXPECT_TRUE(ValidateGenerateRequest(r, kLimits).ok()) << ValidateGenerateRequest(r, kLimits);
+  r.set_prompt(std::string(8193, 'a'));
+  ExpectInvalid(r, {"prompt has 8193 bytes; at most 8192 allowed", "context length 256",
+                    "before tokenizing"});
+  r.set_prompt(std::string(10 << 20, 'a'));
+  ExpectInvalid(r, {"prompt has 10485760 bytes; at most 8192 allowed"});
+
+  // Chat: the contents of all messages count together.
+  v1::GenerateRequest chat;
+  for (int i = 0; i < 2; ++i) {
+    auto* m = chat.mutable_chat()->add_messages();
+    m->set_role("user");
+    m->set_content(std::string(4096, 'b'));
+  }
+  EXPECT_TRUE(ValidateGenerateRequest(chat, kLimits).ok());
+  chat.mutable_chat()->mutable_messages(1)->mutable_content()->push_back('b');
+  ExpectInvalid(chat, {"chat.messages[*].content together has 8193 bytes; at most 8192"});
+
+  // The bound scales with the model's context.
+  r.set_prompt(std::string(8193, 'a'));
+  EXPECT_TRUE(ValidateGenerateRequest(r, ModelLimits{512, 512}).ok());
+}
 TEST(ValidatePromptLength, Bounds) {
   EXPECT_TRUE(ValidatePromptLength(10, 0, 256).ok());
   EXPECT_TRUE(ValidatePromptLength(10, 246, 256).ok());

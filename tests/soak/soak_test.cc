@@ -74,10 +74,16 @@ TEST_F(SoakTest, AboveCapacityHoldsMemoryAndCounts) {
   ASSERT_TRUE(s.WaitMetrics(seconds(60))) << s.child.Output();
 
   std::atomic<bool> done{false};
-  std::vector<int64_t> rss;  // one sample per second
+  std::vector<int64_t> rss;      // one sample per second
+  std::vector<int64_t> threads;  // the server's thread count at the same instants
+  const std::string samples_path = dir_ + "/soak-samples.csv";
   std::thread sampler([&] {
-    while (!done.load()) {
+    std::ofstream csv(samples_path);
+    csv << "second,rss_kib,threads\n";
+    for (int t = 0; !done.load(); ++t) {
       rss.push_back(RssKiB(s.child.pid()));
+      threads.push_back(ProcStatusField(s.child.pid(), "Threads"));
+      csv << t << "," << rss.back() << "," << threads.back() << "\n" << std::flush;
       std::this_thread::sleep_for(seconds(1));
     }
   });
@@ -95,31 +101,45 @@ TEST_F(SoakTest, AboveCapacityHoldsMemoryAndCounts) {
   sampler.join();
 
   ASSERT_TRUE(s.child.Running()) << "server crashed: " << s.child.Output();
-  ExpectOnlyOkOrExhausted(r, n);
-  // Above capacity: the queue overflowed at some point (raise SOAK_RATE if not).
-  EXPECT_GT(Count(r, "RESOURCE_EXHAUSTED"), 0) << "SOAK_RATE " << rate << " is not above capacity";
-  // Warm-up: the first 20% of the samples (allocator pools, gRPC threads, KV pool touch).
   ASSERT_GE(rss.size(), 5u);
+  // Warm-up: the first 20% of the samples (allocator pools, gRPC threads, KV pool touch).
   const size_t warm = rss.size() / 5;
   const int64_t after_warmup = *std::max_element(rss.begin(), rss.begin() + warm + 1);
   const int64_t peak_late = *std::max_element(rss.begin() + warm, rss.end());
   const double growth = static_cast<double>(peak_late - after_warmup) / after_warmup;
-  EXPECT_LT(growth, 0.05) << "RSS " << after_warmup << " KiB after warm-up, " << peak_late
-                          << " KiB peak later";
-
-  ASSERT_TRUE(s.IdleWithin(seconds(30)));
+  // How far behind the server fell in refusing requests, per 10 s window after the warm-up:
+  // seconds of refusal latency mean requests queued inside gRPC, above the engine's bounded
+  // queue, which is what raises the RSS high-water mark when the machine is busy.
+  const auto [refusal_p99, refusal_at] = WorstRefusalP99(r, static_cast<double>(warm), 10.0);
+  const bool idle = s.IdleWithin(seconds(30));
   const double server_total = MetricSum(s.Metrics(), "compressd_requests_total");
   const int accepted = Count(r, "OK");
-  EXPECT_EQ(static_cast<int>(server_total), accepted) << Describe(r);
+  // One line with every figure, printed before the checks so that a failing run reports them.
   std::printf(
       "SOAK secs=%d wall=%.0f sent=%d rate=%.1f/s ok=%d exhausted=%d served=%.2f req/s "
       "%.1f tok/s rss_kib start=%lld warm=%lld peak_late=%lld end=%lld growth=%.2f%% "
-      "requests_total=%.0f\n",
-      secs, wall, n, rate, accepted,
-      Count(r, "RESOURCE_EXHAUSTED"),
-      r.request_throughput, r.output_token_throughput, static_cast<long long>(rss.front()),
+      "threads warm=%lld peak=%lld worst_refusal_p99=%.3fs at t=%.0fs requests_total=%.0f "
+      "client: %s samples=%s\n",
+      secs, wall, n, rate, accepted, Count(r, "RESOURCE_EXHAUSTED"), r.request_throughput,
+      r.output_token_throughput, static_cast<long long>(rss.front()),
       static_cast<long long>(after_warmup), static_cast<long long>(peak_late),
-      static_cast<long long>(rss.back()), growth * 100, server_total);
+      static_cast<long long>(rss.back()), growth * 100,
+      static_cast<long long>(*std::max_element(threads.begin(), threads.begin() + warm + 1)),
+      static_cast<long long>(*std::max_element(threads.begin(), threads.end())), refusal_p99,
+      refusal_at, server_total, Describe(r).c_str(), samples_path.c_str());
+  std::fflush(stdout);
+
+  ExpectOnlyOkOrExhausted(r, n);
+  // Above capacity: the queue overflowed at some point (raise SOAK_RATE if not).
+  EXPECT_GT(Count(r, "RESOURCE_EXHAUSTED"), 0) << "SOAK_RATE " << rate << " is not above capacity";
+  EXPECT_LT(growth, 0.05) << "RSS " << after_warmup << " KiB after warm-up, " << peak_late
+                          << " KiB peak later; per-second samples in " << samples_path
+                          << "; worst p99 refusal latency after warm-up " << refusal_p99
+                          << " s at t=" << refusal_at
+                          << " s (over ~0.1 s: the server was starved of CPU by other "
+                             "processes; run the soak alone, as scripts/test.sh does)";
+  ASSERT_TRUE(idle) << s.Metrics();
+  EXPECT_EQ(static_cast<int>(server_total), accepted) << Describe(r);
   ExpectStillServing(s, "after-soak");
 }
 
@@ -338,8 +358,8 @@ TEST_F(SecurityTest, MetricsBindsLoopbackByDefault) {
   }
 }
 
-// A 10 MB prompt is refused with RESOURCE_EXHAUSTED or INVALID_ARGUMENT, never a crash, and
-// the server keeps serving.
+// A 10 MB prompt is refused with INVALID_ARGUMENT by its byte count (before it is tokenized),
+// never a crash, and the server keeps serving.
 TEST_F(SecurityTest, TenMegabytePromptIsRefused) {
   ServerProc s;
   ASSERT_TRUE(s.Start(dir_, {"--threads", "1"}));
@@ -358,9 +378,12 @@ TEST_F(SecurityTest, TenMegabytePromptIsRefused) {
       seconds(300), "bigprompt");
   ASSERT_TRUE(s.child.Running()) << s.child.Output();
   EXPECT_EQ(r.total, 2) << Describe(r) << r.log;
-  for (const auto& [status, n] : r.by_status) {
-    EXPECT_TRUE(status == "RESOURCE_EXHAUSTED" || status == "INVALID_ARGUMENT")
-        << status << " x" << n;
+  EXPECT_EQ(Count(r, "INVALID_ARGUMENT"), 2) << Describe(r);
+  for (const auto& run : r.report.value("runs", nlohmann::json::array())) {
+    for (const auto& q : run.value("requests", nlohmann::json::array())) {
+      EXPECT_NE(q.value("error", std::string()).find("bytes; at most"), std::string::npos)
+          << q.dump();
+    }
   }
   std::printf("BIGPROMPT %s\n", Describe(r).c_str());
   ExpectStillServing(s, "after-bigprompt");

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "nlohmann/json.hpp"
@@ -140,15 +142,19 @@ class Child {
   std::string log_;
 };
 
-// VmRSS of a process in KiB (0 when unreadable).
-inline int64_t RssKiB(int pid) {
+// A numeric field of /proc/PID/status ("VmRSS" in KiB, "Threads", ...); 0 when unreadable.
+inline int64_t ProcStatusField(int pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
+  const std::string key = field + ":";
   while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
+    if (line.rfind(key, 0) == 0) return std::atoll(line.c_str() + key.size());
   }
   return 0;
 }
+
+// VmRSS of a process in KiB (0 when unreadable).
+inline int64_t RssKiB(int pid) { return ProcStatusField(pid, "VmRSS"); }
 
 // Plain HTTP/1.0 GET on 127.0.0.1; the body, or "" on failure.
 inline std::string HttpGet(int port, const std::string& path) {
@@ -253,8 +259,29 @@ struct LoadResult {
   int ok_without_final = 0;   // status OK but no final message: a protocol violation
   double request_throughput = 0;
   double output_token_throughput = 0;
+  // (start_s, e2e_s) of every RESOURCE_EXHAUSTED request: the time the server took to refuse
+  // it. Refusing costs microseconds of server CPU, so a refusal that takes seconds means
+  // requests were piling up inside the server (it was not getting the CPU it needs).
+  std::vector<std::pair<double, double>> refusals;
   std::string log;
 };
+
+// The worst 99th-percentile refusal latency over windows of `window_s` seconds that start at
+// or after `from_s` (0 when there were no refusals), and the start of that window.
+inline std::pair<double, double> WorstRefusalP99(const LoadResult& r, double from_s,
+                                                 double window_s) {
+  std::map<int64_t, std::vector<double>> windows;
+  for (const auto& [start, e2e] : r.refusals) {
+    if (start >= from_s) windows[static_cast<int64_t>((start - from_s) / window_s)].push_back(e2e);
+  }
+  std::pair<double, double> worst{0.0, 0.0};
+  for (auto& [w, v] : windows) {
+    std::sort(v.begin(), v.end());
+    const double p99 = v[static_cast<size_t>(0.99 * static_cast<double>(v.size() - 1))];
+    if (p99 > worst.first) worst = {p99, from_s + static_cast<double>(w) * window_s};
+  }
+  return worst;
+}
 
 inline LoadResult RunLoadtest(const std::string& dir, const std::string& target,
                               std::vector<std::string> flags,
@@ -284,6 +311,9 @@ inline LoadResult RunLoadtest(const std::string& dir, const std::string& target,
       ++r.total;
       const std::string st = q.value("status", std::string("?"));
       ++r.by_status[st];
+      if (st == "RESOURCE_EXHAUSTED") {
+        r.refusals.emplace_back(q.value("start_s", 0.0), q.value("e2e_s", 0.0));
+      }
       if (st == "OK") {
         if (q.value("finish_reason", std::string()).empty()) {
           ++r.ok_without_final;
