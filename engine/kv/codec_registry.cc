@@ -10,6 +10,7 @@ void RegisterBuiltinKvCodecs() {
   // Order matters: cskv wraps any other codec ("cskv+int4"), so it goes first; then the
   // selective family, which claims "ems+int4" before the quant family would reject it.
   RegisterKvCodecMaker(&MakeCskvKvCodec, {"cskv"});
+  RegisterKvCodecMaker(&MakeMiniCacheKvCodec, {"minicache"});
   RegisterKvCodecMaker(&MakeSelectKvCodec, {"mikv", "ems"});
   RegisterKvCodecMaker(&MakeQuantKvCodec, {"int8", "int4", "int2", "gear"});
 }

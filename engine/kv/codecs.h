@@ -40,6 +40,23 @@ std::unique_ptr<KvCodec> MakeSelectKvCodec(const std::string& name, const KvGeom
 // none): "cskv+int4", "cskv:r8+int8", "cskv+mikv:h4:l2:f45".
 std::unique_ptr<KvCodec> MakeCskvKvCodec(const std::string& name, const KvGeometry& g,
                                          absl::Status* error);
+// MiniCache cross-layer merging (minicache_codec.cc): "minicache[:tA][:rP]": from the middle
+// layer on, adjacent layer pairs share one direction per token and KV head (SLERP of the two
+// unit vectors) plus each layer's magnitude; tokens whose K or V angle exceeds tA degrees
+// (default 45) are retained unmerged, up to rP percent of a block's tokens per KV head
+// (default 25). fp16 storage; no composition yet ("minicache+int4" is INVALID_ARGUMENT).
+// SpansLayers() (kv_codec.h).
+std::unique_ptr<KvCodec> MakeMiniCacheKvCodec(const std::string& name, const KvGeometry& g,
+                                              absl::Status* error);
+// Tests/diagnostics, -1 or 0 for other codecs: (token, KV head) pairs retained unmerged and
+// retention candidates merged because the budget was full, since creation; the real bytes of
+// one block (all layers); a decoded K (kv = 0) or V (1) row of `layer`'s region `block`.
+int64_t MiniCacheRetained(const KvCodec& codec);
+int64_t MiniCacheRetentionOverflow(const KvCodec& codec);
+size_t MiniCacheTotalBlockBytes(const KvCodec& codec);
+void MiniCacheDecode(const KvCodec& codec, int layer, const uint8_t* block, int h, int slot, int kv,
+                     float* row);
+
 // Tests: fraction of calibration energy kept for K (kv = 0) or V (1); -1 if not a cskv codec.
 double CskvEnergyKept(const KvCodec& codec, int kv, int layer, int h);
 

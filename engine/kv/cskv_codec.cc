@@ -136,6 +136,7 @@ class CskvCodec : public KvCodec {
   std::string name() const override { return name_; }
   size_t LayerBlockBytes() const override { return inner_->LayerBlockBytes(); }
   bool NeedsSeal() const override { return inner_->NeedsSeal(); }
+  bool SpansLayers() const override { return inner_->SpansLayers(); }
   bool SealAfterAttend() const override { return inner_->SealAfterAttend(); }
   void Seal(int layer, uint8_t* block) const override { inner_->Seal(layer, block); }
   bool NeedsCalibration() const override { return true; }

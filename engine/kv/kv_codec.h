@@ -77,6 +77,15 @@ class KvCodec {
   virtual bool NeedsCalibration() const { return false; }
   virtual absl::Status Calibrate(const KvMoments& /*moments*/) { return absl::OkStatus(); }
 
+  // Capability: a codec whose layers share storage (MiniCache's cross-layer pairs) lays out a
+  // whole block, all layers, itself. It relies on KvCache's layout (kv_cache.h): the regions of
+  // one block's layers are contiguous, layer l's at offset l * LayerBlockBytes from layer 0's,
+  // so the region passed for `layer` minus layer * LayerBlockBytes is the block's base, and
+  // LayerBlockBytes is the block's real bytes / n_layers (rounded up). Store/Seal/Attend are
+  // called per layer as for any codec, with layer l's regions; whoever allocates blocks other
+  // than through KvCache must allocate n_layers * LayerBlockBytes contiguous bytes per block.
+  virtual bool SpansLayers() const { return false; }
+
   // Average bytes of KV per token across all layers.
   double BytesPerToken() const {
     return static_cast<double>(LayerBlockBytes()) * geo_.n_layers / geo_.block_size;
