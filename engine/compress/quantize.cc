@@ -182,16 +182,22 @@ std::vector<double> RowSalience(const std::vector<float>& w, int64_t rows, int64
   return s;
 }
 
+// Per-column weights of the RTN fit: the calibration activations' mean square per input
+// column, or empty (unweighted) without usable statistics.
+static std::vector<float> ColumnWeights(const ActivationStats* stats, int64_t cols) {
+  std::vector<float> cw;
+  if (stats == nullptr || stats->cols != cols || stats->n_samples <= 0) return cw;
+  cw.resize(static_cast<size_t>(cols));
+  for (int64_t c = 0; c < cols; ++c) cw[c] = static_cast<float>(stats->MeanSq(c));
+  return cw;
+}
+
 absl::StatusOr<Linear> QuantizeMatrix(const std::string& tensor_name, const std::vector<float>& w,
                                       int64_t rows, int64_t cols, const QuantFormatSpec& f,
                                       const ActivationStats* stats, const QuantizeOptions& opt) {
   const bool stats_ok = stats != nullptr && stats->cols == cols && stats->n_samples > 0;
-  std::vector<float> diag;
-  if (stats_ok) {
-    diag.resize(static_cast<size_t>(cols));
-    for (int64_t c = 0; c < cols; ++c) diag[c] = static_cast<float>(stats->MeanSq(c));
-  }
-  const float* cw = stats_ok ? diag.data() : nullptr;
+  const std::vector<float> diag = ColumnWeights(stats, cols);
+  const float* cw = diag.empty() ? nullptr : diag.data();
   switch (f.family) {
     case Family::kDense: {
       TensorView t;
@@ -276,12 +282,8 @@ absl::StatusOr<Linear> QuantizeLinear(const TensorView& t, const QuantFormatSpec
       t.bytes == static_cast<size_t>(rows * cols) * kernels::DTypeSize(t.dtype)) {
     // Streaming path: each row block is converted to fp32 and packed on its own, so peak
     // memory is the packed layer plus a few blocks, never the layer in fp32.
-    std::vector<float> diag;
-    if (stats_ok) {
-      diag.resize(static_cast<size_t>(cols));
-      for (int64_t c = 0; c < cols; ++c) diag[c] = static_cast<float>(stats->MeanSq(c));
-    }
-    const float* cw = stats_ok ? diag.data() : nullptr;
+    const std::vector<float> diag = ColumnWeights(stats, cols);
+    const float* cw = diag.empty() ? nullptr : diag.data();
     const size_t row_bytes = static_cast<size_t>(cols) * kernels::DTypeSize(t.dtype);
     std::atomic<bool> failed{false};
     kernels::PackedQuant packed =
