@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <chrono>
 
+namespace {
+constexpr int64_t kChunksPerThread = 8;
+}  // namespace
+
 namespace compressd {
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
@@ -89,11 +93,21 @@ void ThreadPool::ParallelFor(int64_t n, int64_t align,
     fn(0, n);
     return;
   }
+  // Dynamic chunks: each thread takes the next chunk until none is left, so a thread that
+  // was descheduled (or got slower rows) does not hold the others up at the join; a few
+  // chunks per thread keep the hand-out cheap. Kernels give the same result for any row
+  // range (kernels/gemm.h), so the split does not change any output.
+  const int64_t chunks = std::min<int64_t>(units, int64_t{threads} * kChunksPerThread);
+  std::atomic<int64_t> next{0};
   RunOnAll([&](int i) {
     if (i >= threads) return;
-    const int64_t b = units * i / threads * align;
-    const int64_t e = std::min(n, units * (i + 1) / threads * align);
-    if (b < e) fn(b, e);
+    for (;;) {
+      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= chunks) return;
+      const int64_t b = units * c / chunks * align;
+      const int64_t e = std::min(n, units * (c + 1) / chunks * align);
+      if (b < e) fn(b, e);
+    }
   });
 }
 

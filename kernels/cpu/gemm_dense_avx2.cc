@@ -54,11 +54,11 @@ inline __m128 Reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
   return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
-inline float Hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+// sum(a) with exactly the tree Reduce4 uses for each input, so a row's result does not
+// depend on whether it ran in a 4-row tile or in a remainder (on the row range it was given).
+inline float Reduce1(__m256 a) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, a), _mm256_hadd_ps(a, a));
+  return _mm_cvtss_f32(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
 struct Tile {
@@ -72,53 +72,59 @@ struct Tile {
   bool accumulate;  // add to y (later column blocks) instead of overwriting it
 };
 
+// Columns are summed in blocks of kColBlock, each reduced and added to y in order: the same
+// sequence for one long row (decode) as for column blocks (batches), so results do not
+// depend on the batch size.
 template <DType D, int R, int T>
 void Micro(const Tile& p) {
-  __m256 acc[R][T];
-  for (int r = 0; r < R; ++r) {
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
-  }
   const float* xs[T];
   for (int t = 0; t < T; ++t) xs[t] = p.x + t * p.ldx;
   int64_t wrow[R];
   for (int r = 0; r < R; ++r) wrow[r] = r * p.ldw;
 
-  int64_t k = 0;
-  for (; k + 8 <= p.len; k += 8) {
-    __m256 xv[T];
-    for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(xs[t] + k);
+  for (int64_t k0 = 0; k0 < p.len; k0 += kColBlock) {
+    const int64_t kend = std::min(p.len, k0 + kColBlock);
+    __m256 acc[R][T];
     for (int r = 0; r < R; ++r) {
-      const __m256 wv = LoadW<D>(p.w, wrow[r] + k);
-      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
     }
-  }
-  if (k < p.len) {
-    const int64_t rem = p.len - k;
-    alignas(32) float buf[8];
-    __m256 xv[T];
-    for (int t = 0; t < T; ++t) {
-      for (int i = 0; i < 8; ++i) buf[i] = i < rem ? xs[t][k + i] : 0.0f;
-      xv[t] = _mm256_load_ps(buf);
-    }
-    for (int r = 0; r < R; ++r) {
-      for (int i = 0; i < 8; ++i) buf[i] = i < rem ? LoadScalar<D>(p.w, wrow[r] + k + i) : 0.0f;
-      const __m256 wv = _mm256_load_ps(buf);
-      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
-    }
-  }
-
-  for (int t = 0; t < T; ++t) {
-    float* yt = p.y + t * p.ldy;
-    if constexpr (R % 4 == 0) {
-      for (int r = 0; r < R; r += 4) {
-        __m128 s = Reduce4(acc[r][t], acc[r + 1][t], acc[r + 2][t], acc[r + 3][t]);
-        if (p.accumulate) s = _mm_add_ps(s, _mm_loadu_ps(yt + r));
-        _mm_storeu_ps(yt + r, s);
-      }
-    } else {
+    int64_t k = k0;
+    for (; k + 8 <= kend; k += 8) {
+      __m256 xv[T];
+      for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(xs[t] + k);
       for (int r = 0; r < R; ++r) {
-        const float s = Hsum(acc[r][t]);
-        yt[r] = p.accumulate ? yt[r] + s : s;
+        const __m256 wv = LoadW<D>(p.w, wrow[r] + k);
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+      }
+    }
+    if (k < kend) {
+      const int64_t rem = kend - k;
+      alignas(32) float buf[8];
+      __m256 xv[T];
+      for (int t = 0; t < T; ++t) {
+        for (int i = 0; i < 8; ++i) buf[i] = i < rem ? xs[t][k + i] : 0.0f;
+        xv[t] = _mm256_load_ps(buf);
+      }
+      for (int r = 0; r < R; ++r) {
+        for (int i = 0; i < 8; ++i) buf[i] = i < rem ? LoadScalar<D>(p.w, wrow[r] + k + i) : 0.0f;
+        const __m256 wv = _mm256_load_ps(buf);
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+      }
+    }
+    const bool add = p.accumulate || k0 > 0;
+    for (int t = 0; t < T; ++t) {
+      float* yt = p.y + t * p.ldy;
+      if constexpr (R % 4 == 0) {
+        for (int r = 0; r < R; r += 4) {
+          __m128 s = Reduce4(acc[r][t], acc[r + 1][t], acc[r + 2][t], acc[r + 3][t]);
+          if (add) s = _mm_add_ps(s, _mm_loadu_ps(yt + r));
+          _mm_storeu_ps(yt + r, s);
+        }
+      } else {
+        for (int r = 0; r < R; ++r) {
+          const float s = Reduce1(acc[r][t]);
+          yt[r] = add ? yt[r] + s : s;
+        }
       }
     }
   }

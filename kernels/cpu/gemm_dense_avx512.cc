@@ -73,6 +73,15 @@ inline __m128 Reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
+// sum(a) with exactly the tree Reduce4 uses for each of its inputs, so that a row's result does
+// not depend on whether it ran in a 4-row tile or in a 1- or 2-row remainder (i.e. on the row
+// range a thread was given).
+inline float Reduce1(__m512 a) {
+  const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a8, a8), _mm256_hadd_ps(a8, a8));
+  return _mm_cvtss_f32(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
 struct Tile {
   const void* w;   // element (r0, k0) of the weights (dtype D)
   int64_t ldw;     // elements between weight rows
@@ -84,48 +93,54 @@ struct Tile {
   bool accumulate;  // add to y (later column blocks) instead of overwriting it
 };
 
+// Columns are summed in blocks of kColBlock: each block is reduced and added to y in order,
+// the same sequence whether the caller passes one long row (decode) or column blocks
+// (batches), so results do not depend on the batch size.
 template <DType D, int R, int T>
 void Micro(const Tile& p) {
-  __m512 acc[R][T];
-  for (int r = 0; r < R; ++r) {
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
-  }
   const float* xs[T];
   for (int t = 0; t < T; ++t) xs[t] = p.x + t * p.ldx;
   int64_t wrow[R];
   for (int r = 0; r < R; ++r) wrow[r] = r * p.ldw;
 
-  int64_t k = 0;
-  for (; k + 16 <= p.len; k += 16) {
-    __m512 xv[T];
-    for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(xs[t] + k);
+  for (int64_t k0 = 0; k0 < p.len; k0 += kColBlock) {
+    const int64_t kend = std::min(p.len, k0 + kColBlock);
+    __m512 acc[R][T];
     for (int r = 0; r < R; ++r) {
-      const __m512 wv = LoadW<D>(p.w, wrow[r] + k);
-      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
     }
-  }
-  if (k < p.len) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (p.len - k)) - 1u);
-    __m512 xv[T];
-    for (int t = 0; t < T; ++t) xv[t] = _mm512_maskz_loadu_ps(m, xs[t] + k);
-    for (int r = 0; r < R; ++r) {
-      const __m512 wv = LoadWMasked<D>(p.w, wrow[r] + k, m);
-      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
-    }
-  }
-
-  for (int t = 0; t < T; ++t) {
-    float* yt = p.y + t * p.ldy;
-    if constexpr (R % 4 == 0) {
-      for (int r = 0; r < R; r += 4) {
-        __m128 s = Reduce4(acc[r][t], acc[r + 1][t], acc[r + 2][t], acc[r + 3][t]);
-        if (p.accumulate) s = _mm_add_ps(s, _mm_loadu_ps(yt + r));
-        _mm_storeu_ps(yt + r, s);
-      }
-    } else {
+    int64_t k = k0;
+    for (; k + 16 <= kend; k += 16) {
+      __m512 xv[T];
+      for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(xs[t] + k);
       for (int r = 0; r < R; ++r) {
-        const float s = _mm512_reduce_add_ps(acc[r][t]);
-        yt[r] = p.accumulate ? yt[r] + s : s;
+        const __m512 wv = LoadW<D>(p.w, wrow[r] + k);
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+      }
+    }
+    if (k < kend) {
+      const __mmask16 m = static_cast<__mmask16>((1u << (kend - k)) - 1u);
+      __m512 xv[T];
+      for (int t = 0; t < T; ++t) xv[t] = _mm512_maskz_loadu_ps(m, xs[t] + k);
+      for (int r = 0; r < R; ++r) {
+        const __m512 wv = LoadWMasked<D>(p.w, wrow[r] + k, m);
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+      }
+    }
+    const bool add = p.accumulate || k0 > 0;
+    for (int t = 0; t < T; ++t) {
+      float* yt = p.y + t * p.ldy;
+      if constexpr (R % 4 == 0) {
+        for (int r = 0; r < R; r += 4) {
+          __m128 s = Reduce4(acc[r][t], acc[r + 1][t], acc[r + 2][t], acc[r + 3][t]);
+          if (add) s = _mm_add_ps(s, _mm_loadu_ps(yt + r));
+          _mm_storeu_ps(yt + r, s);
+        }
+      } else {
+        for (int r = 0; r < R; ++r) {
+          const float s = Reduce1(acc[r][t]);
+          yt[r] = add ? yt[r] + s : s;
+        }
       }
     }
   }
@@ -213,6 +228,9 @@ void GemmDense(const PackedWeight& w, const float* x, int64_t n, float* y, int64
   p.ldx = K;
   p.ldy = ldy;
   if (n < 4) {  // decode: a single pass streams every weight once
+    // Partial sums per kColBlock columns, added in order, as in the batched path below: a
+    // token's outputs do not depend on the batch it ran in (kernels/gemm.h).
+    // (Micro splits a row longer than kColBlock into those blocks itself.)
     p.w = Offset<D>(w.data, row_begin * K);
     p.x = x;
     p.y = y + row_begin;
@@ -337,9 +355,9 @@ void GemmBf16Dot(const PackedWeight& w, const float* x, int64_t n, float* y, int
     }
     float* yt = y + t0 * ldy;
     int64_t r = row_begin;
-    if (nt == 1) {  // decode: 8 independent row streams
-      for (; r + 8 <= row_end; r += 8) MicroBf16Dot<8, 1>(wd + r * K, K, xb, Kp, K, yt + r, ldy);
-    }
+    // Decode uses the same 4-row tiles as batches: 4 concurrent row streams read faster
+    // than 8 or 16 (1 thread, BF16 2048x2048..2048x8192, 4 KiB pages: 28-32 GB/s with 4 rows,
+    // 27-29 with 8, 15-19 with 16; software prefetch of the next tile made it slower).
     for (; r < row_end;) {
       const int64_t nr = row_end - r >= 4 ? 4 : row_end - r >= 2 ? 2 : 1;
       for (int64_t t = 0; t < nt; t += 4) {

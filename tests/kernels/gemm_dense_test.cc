@@ -236,8 +236,7 @@ TEST(GemmDenseTest, Bf16DotRefWithinActivationRoundingBound) {
 }
 
 // A token's outputs are bit-identical whether it is computed alone or in a batch of 16 (the
-// engine's greedy batch invariance rests on this). The vdpbf16ps path guarantees it for any
-// K; the fp32-FMA paths block columns at n >= 4 and guarantee it only for K <= 1024.
+// engine's greedy batch invariance rests on this), here for the vdpbf16ps path.
 TEST(GemmDenseTest, Bf16DotBatchInvariance) {
   const CpuFeatures& f = GetCpuFeatures();
   if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512bf16)) {
@@ -261,6 +260,50 @@ TEST(GemmDenseTest, Bf16DotBatchInvariance) {
   GemmDenseAvx512(w.view, x.data(), n, part.data(), rows, 0, 13);
   GemmDenseAvx512(w.view, x.data(), n, part.data(), rows, 13, rows);
   EXPECT_EQ(part, all);
+}
+
+// Every dtype on every ISA path: a token's outputs are bit-identical alone, in any batch size
+// and for any row range (the engine's thread pool hands out row chunks dynamically). Before
+// the fix, fp32-FMA rows in 1/2-row remainders used another reduction tree than 4-row tiles,
+// and decode summed > 1024 columns in one chain while batches summed 1024-column blocks.
+TEST(GemmDenseTest, EveryPathIsBatchAndRowRangeInvariant) {
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (const Path& path : Paths()) {
+    if (!path.available) continue;
+    for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+      for (int64_t cols : {64, 1000, 2100}) {
+        const int64_t rows = 23, n = 9;
+        DenseWeight w = MakeWeight(dt, rows, cols, rng);
+        std::vector<float> x(static_cast<size_t>(n * cols));
+        for (float& v : x) v = u(rng);
+        std::vector<float> all(static_cast<size_t>(n * rows));
+        path.fn(w.view, x.data(), n, all.data(), rows, 0, rows);
+        const std::string what = std::string(path.name) + " " + DTypeName(dt) + " cols " +
+                                 std::to_string(cols);
+        for (int64_t t0 = 0; t0 < n; t0 += 3) {  // batches of 1, 2 and 3 tokens
+          const int64_t nt = std::min<int64_t>(1 + t0 / 3, n - t0);
+          std::vector<float> some(static_cast<size_t>(nt * rows));
+          path.fn(w.view, x.data() + t0 * cols, nt, some.data(), rows, 0, rows);
+          for (int64_t t = 0; t < nt; ++t) {
+            for (int64_t r = 0; r < rows; ++r) {
+              ASSERT_EQ(some[t * rows + r], all[(t0 + t) * rows + r]) << what << " t=" << t0 + t;
+            }
+          }
+        }
+        for (int64_t split : {1, 5, 13, 22}) {  // remainders of 1, 2 and 3 rows on each side
+          std::vector<float> part(static_cast<size_t>(n * rows));
+          path.fn(w.view, x.data(), n, part.data(), rows, 0, split);
+          path.fn(w.view, x.data(), n, part.data(), rows, split, rows);
+          ASSERT_EQ(part, all) << what << " split " << split;
+          std::vector<float> one(static_cast<size_t>(rows));
+          path.fn(w.view, x.data(), 1, one.data(), rows, 0, split);
+          path.fn(w.view, x.data(), 1, one.data(), rows, split, rows);
+          for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(one[r], all[r]) << what << " split " << split;
+        }
+      }
+    }
+  }
 }
 
 TEST(GemmDenseTest, ZeroColsGivesZeros) {

@@ -66,6 +66,25 @@ double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
+// The engine's thread pool hands out chunks dynamically: a step's outputs must not depend on
+// the thread count or on which thread ran which rows, tokens or heads.
+TEST(RunnerCodecs, PrefillLogitsDoNotDependOnThreads) {
+  REQUIRE_SHARED(dir, "models/stories260K");
+  std::vector<int32_t> toks;
+  for (int i = 0; i < 48; ++i) toks.push_back(1 + (i * 37) % 500);
+  for (const char* codec : {"fp16", "mikv:f0:l2"}) {
+    ThreadPool one(1);
+    Side a = Make(dir, codec, &one);
+    const auto ref = Step(a, toks, 0, LogitsMode::kAll);
+    for (int threads : {2, 3, 4}) {
+      ThreadPool pool(threads);
+      Side b = Make(dir, codec, &pool);
+      EXPECT_EQ(MaxAbsDiff(Step(b, toks, 0, LogitsMode::kAll), ref), 0.0)
+          << codec << " threads " << threads;
+    }
+  }
+}
+
 TEST(RunnerCodecs, PrefillAttendsFromWindowThenDecodeReadsEncodedBlocks) {
   REQUIRE_SHARED(dir, "models/stories260K");
   ThreadPool pool(2);
