@@ -196,4 +196,56 @@ void AttendDenseAvx512(const DenseKvLayout& l, int n_heads, const float* q,
   }
 }
 
+namespace {
+
+// n (<= 16) floats -> n F16/BF16/F32 values at dst, rounding as F32ToF16 / F32ToBF16 do.
+template <DType D>
+inline void StoreRow16(const float* src, void* dst, int n) {
+  const __mmask16 m = Mask(n);
+  const __m512 x = _mm512_maskz_loadu_ps(m, src);
+  if constexpr (D == DType::kF32) {
+    _mm512_mask_storeu_ps(dst, m, x);
+  } else if constexpr (D == DType::kF16) {
+    const __m256i h = _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_mask_storeu_epi16(dst, m, h);
+  } else {
+    // Integer round-to-nearest-even on the bit pattern (vcvtneps2bf16 would flush subnormal
+    // inputs to zero); NaNs are kept quiet, as in F32ToBF16.
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    _mm256_mask_storeu_epi16(dst, m, _mm512_cvtepi32_epi16(r));
+  }
+}
+
+template <DType D>
+void StoreKvAs(const DenseKvLayout& l, void* k_block, void* v_block, int slot, const float* k,
+               const float* v) {
+  const int64_t esize = D == DType::kF32 ? 4 : 2;
+  for (int h = 0; h < l.n_kv_heads; ++h) {
+    const int64_t base = (static_cast<int64_t>(h) * l.block_size + slot) * l.head_dim;
+    for (int d = 0; d < l.head_dim; d += 16) {
+      const int n = std::min(16, l.head_dim - d);
+      StoreRow16<D>(k + h * l.head_dim + d, static_cast<char*>(k_block) + (base + d) * esize, n);
+      StoreRow16<D>(v + h * l.head_dim + d, static_cast<char*>(v_block) + (base + d) * esize, n);
+    }
+  }
+}
+
+}  // namespace
+
+void StoreDenseKvAvx512(const DenseKvLayout& l, void* k_block, void* v_block, int slot,
+                        const float* k, const float* v) {
+  switch (l.dtype) {
+    case DType::kF16: return StoreKvAs<DType::kF16>(l, k_block, v_block, slot, k, v);
+    case DType::kBF16: return StoreKvAs<DType::kBF16>(l, k_block, v_block, slot, k, v);
+    case DType::kF32: return StoreKvAs<DType::kF32>(l, k_block, v_block, slot, k, v);
+    default: return StoreDenseKvRef(l, k_block, v_block, slot, k, v);
+  }
+}
+
 }  // namespace compressd::kernels

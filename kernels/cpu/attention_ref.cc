@@ -30,6 +30,12 @@ inline void Store(DType t, void* base, int64_t i, float v) {
 
 void StoreDenseKv(const DenseKvLayout& l, void* k_block, void* v_block, int slot, const float* k,
                   const float* v) {
+  if (ActiveIsa() == CpuIsa::kAvx512) return StoreDenseKvAvx512(l, k_block, v_block, slot, k, v);
+  StoreDenseKvRef(l, k_block, v_block, slot, k, v);
+}
+
+void StoreDenseKvRef(const DenseKvLayout& l, void* k_block, void* v_block, int slot,
+                     const float* k, const float* v) {
   for (int h = 0; h < l.n_kv_heads; ++h) {
     const int64_t base = (static_cast<int64_t>(h) * l.block_size + slot) * l.head_dim;
     for (int d = 0; d < l.head_dim; ++d) {

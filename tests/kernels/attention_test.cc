@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -143,6 +144,53 @@ TEST(AttentionTest, DispatchUnderEveryIsaCap) {
     Check(dispatch, DType::kBF16, 16, 6, 2, 72, 40, 1.0f, 0, 6, rng);
   }
   SetIsaCap(CpuIsa::kAvx512);
+}
+
+// The AVX-512 KV store writes the bits the scalar one does, for every dtype and for values
+// that round up, down, to even, overflow F16, and are F16 or F32 subnormals.
+TEST(AttentionTest, StoreKvAvx512MatchesReferenceBitForBit) {
+  const CpuFeatures& f = GetCpuFeatures();
+  if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq)) GTEST_SKIP() << "no AVX-512";
+  std::mt19937 rng(15);
+  std::uniform_real_distribution<float> u(-4.0f, 4.0f);
+  std::uniform_int_distribution<uint32_t> bits;
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (int head_dim : {8, 40, 64, 128}) {
+      DenseKvLayout l;
+      l.dtype = dt;
+      l.block_size = 4;
+      l.n_kv_heads = 3;
+      l.head_dim = head_dim;
+      const size_t n = static_cast<size_t>(l.n_kv_heads) * head_dim;
+      std::vector<float> k(n), v(n);
+      for (size_t i = 0; i < n; ++i) {
+        switch (i % 6) {
+          case 0: k[i] = u(rng); break;
+          case 1: k[i] = u(rng) * 1e-6f; break;   // F16 subnormal range
+          case 2: k[i] = u(rng) * 3e4f; break;    // F16 overflow to inf
+          case 3: k[i] = u(rng) * 1e-39f; break;  // F32 subnormal
+          case 4: {                               // any non-NaN bit pattern
+            uint32_t b = bits(rng);
+            if ((b & 0x7f800000u) == 0x7f800000u) b &= 0xbfffffffu;
+            std::memcpy(&k[i], &b, 4);
+            break;
+          }
+          default:  // exact ties: halfway between two BF16 (odd i) or two F16 (even i) values
+            k[i] = 1.0f + static_cast<float>(2 * (i % 5) + 1) * ((i / 6) % 2 ? 0x1p-8f : 0x1p-11f);
+            break;
+        }
+        v[i] = -k[i] * 0.5f;
+      }
+      const size_t bytes = static_cast<size_t>(l.block_size) * n * (dt == DType::kF32 ? 4 : 2);
+      std::vector<uint8_t> kr(bytes, 0xAB), vr(bytes, 0xAB), ka(bytes, 0xAB), va(bytes, 0xAB);
+      for (int slot : {0, 3}) {
+        StoreDenseKvRef(l, kr.data(), vr.data(), slot, k.data(), v.data());
+        StoreDenseKvAvx512(l, ka.data(), va.data(), slot, k.data(), v.data());
+      }
+      EXPECT_EQ(ka, kr) << DTypeName(dt) << " head_dim " << head_dim;
+      EXPECT_EQ(va, vr) << DTypeName(dt) << " head_dim " << head_dim;
+    }
+  }
 }
 
 }  // namespace

@@ -38,7 +38,13 @@ void AttendDenseAvx512(const DenseKvLayout& layout, int n_heads, const float* q,
                        float scale, float* out, float* scratch, int head_begin, int head_end);
 
 // Writes one token's K and V ([n_kv_heads][head_dim] fp32 each) into slot of a block.
+// F16/BF16 round to nearest even (F32ToF16 / F32ToBF16 in types.h); the AVX-512 version
+// stores the same bits for every non-NaN input (a NaN stays a NaN).
 void StoreDenseKv(const DenseKvLayout& layout, void* k_block, void* v_block, int slot,
                   const float* k, const float* v);
+void StoreDenseKvRef(const DenseKvLayout& layout, void* k_block, void* v_block, int slot,
+                     const float* k, const float* v);
+void StoreDenseKvAvx512(const DenseKvLayout& layout, void* k_block, void* v_block, int slot,
+                        const float* k, const float* v);
 
 }  // namespace compressd::kernels
