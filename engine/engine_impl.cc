@@ -78,6 +78,7 @@ class EngineImpl : public Engine {
     LoadOptions lo;
     lo.model = opts_.model;
     lo.weights = opts_.weights;
+    lo.weight_memory_budget = static_cast<uint64_t>(std::max<int64_t>(0, opts_.weight_memory_budget));
     lo.calibration_file = opts_.calibration_file;
     lo.random_seed = opts_.random_seed;
     lo.threads = pool_.num_threads();

@@ -23,11 +23,12 @@ struct Side {
 };
 
 absl::StatusOr<Side> MakeSide(const EvalOptions& o, const std::string& weights,
-                              const std::string& kv, ThreadPool* pool) {
+                              const std::string& kv, ThreadPool* pool, int64_t weight_budget = 0) {
   Side s;
   LoadOptions lo;
   lo.model = o.model;
   lo.weights = weights;
+  lo.weight_memory_budget = static_cast<uint64_t>(std::max<int64_t>(0, weight_budget));
   lo.calibration_file = o.calibration_file;
   lo.threads = pool->num_threads();
   ASSIGN_OR_RETURN(s.model, LoadModel(lo));
@@ -133,7 +134,7 @@ absl::StatusOr<EvalResult> RunEval(const EvalOptions& o) {
   }
   ThreadPool pool(o.threads > 0 ? o.threads
                                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
-  ASSIGN_OR_RETURN(Side test, MakeSide(o, o.weights, o.kv_cache, &pool));
+  ASSIGN_OR_RETURN(Side test, MakeSide(o, o.weights, o.kv_cache, &pool, o.weight_memory_budget));
   Side ref;
   if (o.compare) {
     ASSIGN_OR_RETURN(ref, MakeSide(o, o.reference_weights, o.reference_kv_cache, &pool));

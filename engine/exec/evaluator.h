@@ -17,6 +17,7 @@ namespace compressd {
 struct EvalOptions {
   std::string model;
   std::string weights = "auto";
+  int64_t weight_memory_budget = 0;  // > 0: the evaluated side fits its linears in this many bytes
   std::string kv_cache = "fp32";
   std::string calibration_file;
   std::string reference_weights = "f32";

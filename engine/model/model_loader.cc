@@ -59,7 +59,16 @@ void RegisterCompressionFactoryMaker(CompressionFactoryMaker maker) {
   FactoryMaker() = std::move(maker);
 }
 
-absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options) {
+absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options_in) {
+  LoadOptions options = options_in;
+  if (options.weight_memory_budget > 0) {
+    if (!options.weights.empty() && options.weights != "auto") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--weight-memory-budget picks the weight formats itself: leave --weights at auto, not '",
+          options.weights, "'"));
+    }
+    options.weights = absl::StrCat("budget:", options.weight_memory_budget);
+  }
   auto model = std::make_shared<Model>();
   model->id = options.model;
   std::shared_ptr<TensorSource> source;

@@ -18,6 +18,10 @@ struct LoadOptions {
   std::string calibration_file;
   uint64_t random_seed = 1234;
   int32_t threads = 0;
+  // --weight-memory-budget: > 0 picks per-layer formats to fit this many bytes of linear
+  // weights with the least estimated error (the `budget:<bytes>` recipe, engine/compress);
+  // `weights` must then be "auto" (or empty).
+  uint64_t weight_memory_budget = 0;
   // Progress: (tensors done, tensors total). May be empty.
   std::function<void(int, int)> progress;
 };

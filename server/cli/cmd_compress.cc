@@ -1,6 +1,7 @@
 // compressd compress: load a checkpoint, compress every linear with --weights (a preset or a
 // recipe), and write a compressed checkpoint folder that loads without recompressing
 // (engine/compress/checkpoint_io.h): `compressd serve --model OUT_DIR`.
+#include <algorithm>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -24,6 +25,9 @@ int RunCompress(int argc, char** argv) {
          "checkpoint (model.safetensors + compressd.json + config/tokenizer) to --out.");
   a.Add("model", &lo.model, "model: Hugging Face directory (config.json + tokenizer)");
   a.Add("weights", &lo.weights, "compression preset or recipe (e.g. int4, sparse50, 2:4, lowrank-50)");
+  int64_t budget = 0;
+  a.AddBytes("weight-memory-budget", &budget,
+             "fit the linear layers' weights in this many bytes (e.g. 600MB): per-layer formats from int2 to int8 by least estimated error; leave --weights at auto");
   a.Add("calibration-file", &lo.calibration_file, "text for calibration-based compression");
   a.Add("threads", &lo.threads, "CPU threads (0 = all cores)");
   a.Add("seed-weights", &seed, "seed of random:<shape> weights");
@@ -32,6 +36,7 @@ int RunCompress(int argc, char** argv) {
   if (int rc = a.Parse(argc, argv); rc >= 0) return rc;
   InitLogging(log_level);
   lo.random_seed = static_cast<uint64_t>(seed);
+  lo.weight_memory_budget = static_cast<uint64_t>(std::max<int64_t>(0, budget));
   lo.model = ResolveModel(lo.model);
   if (out.empty()) {
     std::fprintf(stderr, "compressd compress: --out DIR is required\n");

@@ -23,6 +23,8 @@ int RunEval(int argc, char** argv) {
          "f32 weights and fp32 KV.");
   a.Add("model", &eo.model, "model: HF directory, .gguf file or random:<shape>");
   a.Add("weights", &eo.weights, "weight format or compression preset/recipe to evaluate");
+  a.AddBytes("weight-memory-budget", &eo.weight_memory_budget,
+             "fit the linear layers' weights in this many bytes (e.g. 600MB): per-layer formats from int2 to int8 by least estimated error; leave --weights at auto");
   a.Add("kv-cache", &eo.kv_cache, "KV cache codec to evaluate");
   a.Add("calibration-file", &eo.calibration_file, "text for calibration-based compression");
   a.Add("text", &eo.text_file, "text file to score (e.g. ../shared/models/kdocs-7m/eval.txt)");

@@ -1,4 +1,5 @@
 // compressd info: architecture, parameter count, bytes and format by tensor group.
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
@@ -17,6 +18,8 @@ int RunInfo(int argc, char** argv) {
                  "bits/param by tensor group (after compression with --weights).");
   a.Add("model", &eo.model, "model: HF directory, .gguf file or random:<shape>");
   a.Add("weights", &eo.weights, "weight format or compression preset/recipe to apply first");
+  a.AddBytes("weight-memory-budget", &eo.weight_memory_budget,
+             "fit the linear layers' weights in this many bytes (e.g. 600MB): per-layer formats from int2 to int8 by least estimated error; leave --weights at auto");
   a.Add("calibration-file", &eo.calibration_file, "text for calibration-based compression");
   a.Add("tensors", &per_tensor, "also list every linear layer with its format and bytes");
   a.Add("log-level", &log_level, "log level");
@@ -25,6 +28,7 @@ int RunInfo(int argc, char** argv) {
   LoadOptions lo;
   lo.model = ResolveModel(eo.model);
   lo.weights = eo.weights;
+  lo.weight_memory_budget = static_cast<uint64_t>(std::max<int64_t>(0, eo.weight_memory_budget));
   lo.calibration_file = eo.calibration_file;
   auto m = LoadModel(lo);
   if (!m.ok()) {

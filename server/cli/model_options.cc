@@ -17,6 +17,9 @@ void AddEngineOptions(Args& a, EngineOptions* o, std::string* log_level) {
         "model: HF directory, .gguf file or random:<shape>; empty = the default model");
   a.Add("weights", &o->weights,
         "weight format: auto (as stored), f32, f16, bf16, or a compression preset/recipe");
+  a.AddBytes("weight-memory-budget", &o->weight_memory_budget,
+             "fit the linear layers' weights in this many bytes (e.g. 600MB): per-layer formats "
+             "from int2 to int8 by least estimated error; leave --weights at auto");
   a.Add("kv-cache", &o->kv_cache, "KV cache codec: fp32, fp16, bf16 (compressed codecs: see docs)");
   a.Add("device", &o->device, "cpu, or cuda:N (needs a CUDA build and a GPU)");
   a.Add("threads", &o->threads, "CPU threads (0 = all cores)");
