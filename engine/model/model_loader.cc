@@ -68,6 +68,7 @@ absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options_in) 
           options.weights, "'"));
     }
     options.weights = absl::StrCat("budget:", options.weight_memory_budget);
+    options.weight_memory_budget = 0;  // consumed: calibration loads a dense copy with these
   }
   auto model = std::make_shared<Model>();
   model->id = options.model;

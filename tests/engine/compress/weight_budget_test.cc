@@ -2,6 +2,7 @@
 // `budget:<bytes>` recipe, which picks per-layer formats that fit the linears in the budget.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <string>
 
 #include "engine/model/model_loader.h"
@@ -17,8 +18,10 @@ uint64_t LinearBytes(const Model& m) {
   return b;
 }
 
-absl::StatusOr<std::shared_ptr<Model>> Load(uint64_t budget, const std::string& weights = "auto") {
+absl::StatusOr<std::shared_ptr<Model>> Load(uint64_t budget, const std::string& weights = "auto",
+                                            const std::string& calibration = "") {
   LoadOptions lo;
+  lo.calibration_file = calibration;
   lo.model = "random:tiny";
   lo.weights = weights;
   lo.weight_memory_budget = budget;
@@ -40,6 +43,19 @@ TEST(WeightMemoryBudget, FitsTheLinearsInTheBudgetAndUsesMoreBytesWhenGivenMore)
     EXPECT_GE(bytes, prev);  // a larger budget never buys a smaller plan
     prev = bytes;
   }
+}
+
+// With calibration text the loader first loads a dense copy to record activations; the
+// budget must not leak into that load (it did: "leave --weights at auto, not 'f32'").
+TEST(WeightMemoryBudget, WorksWithACalibrationFile) {
+  const std::string path = ::testing::TempDir() + "/budget_calibration.txt";
+  {
+    std::ofstream out(path);
+    for (int i = 0; i < 50; ++i) out << "the quick brown fox jumps over the lazy dog " << i << "\n";
+  }
+  auto m = Load(60000, "auto", path);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_LE(LinearBytes(**m), 60000u);
 }
 
 TEST(WeightMemoryBudget, RefusesAnExplicitWeightsSpecAndAnImpossibleBudget) {
