@@ -83,8 +83,10 @@ void ThreadPool::ParallelFor(int64_t n, int64_t align,
   if (n <= 0) return;
   align = std::max<int64_t>(1, align);
   const int64_t units = (n + align - 1) / align;
-  // Below ~32k multiply-adds per thread the hand-off costs more than it saves.
-  constexpr int64_t kMinWorkPerThread = 1 << 15;
+  // Below ~64k multiply-adds per thread the hand-off costs more than it saves (waking the
+  // worker and joining it costs microseconds, more on a virtual machine): the element-wise
+  // steps of a 16-token decode (norms, RoPE, residual adds) run on the calling thread.
+  constexpr int64_t kMinWorkPerThread = 1 << 16;
   const int64_t total = n * std::max<int64_t>(1, cost_per_unit);
   const int64_t by_work = std::max<int64_t>(1, total / kMinWorkPerThread);
   const int threads =

@@ -99,11 +99,14 @@ const float* ModelRunner::Forward(const std::vector<BatchEntry>& batch, int64_t*
 
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& L = w.layers[l];
+    // The previous layer's residual add (x += its down projection, left in xn_) is fused
+    // into this layer's input norm: one dispatch fewer per layer.
     pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
+        if (l > 0) kernels::AddInPlace(x_.data() + t * H, xn_.data() + t * H, H);
         kernels::RmsNorm(x_.data() + t * H, L.attn_norm.data(), H, eps, xn_.data() + t * H);
       }
-    }, 4 * H);
+    }, 6 * H);
     LinearForwardMany({&L.q, &L.k, &L.v}, xn_.data(), T, {q_.data(), k_.data(), v_.data()},
                       *pool_);
     // RoPE, then append K/V to each sequence's blocks.
@@ -163,9 +166,11 @@ const float* ModelRunner::Forward(const std::vector<BatchEntry>& batch, int64_t*
       kernels::SiluMul(gate_.data() + b, up_.data() + b, gate_.data() + b, e - b);
     }, 8);
     LinearForward(L.down, gate_.data(), T, xn_.data(), H, *pool_, &scratch_);
-    pool_->ParallelFor(T * H, 4096, [&](int64_t b, int64_t e) {
-      kernels::AddInPlace(x_.data() + b, xn_.data() + b, e - b);
-    }, 1);
+    if (l + 1 == c.num_hidden_layers) {  // otherwise the next layer's norm adds it
+      pool_->ParallelFor(T * H, 4096, [&](int64_t b, int64_t e) {
+        kernels::AddInPlace(x_.data() + b, xn_.data() + b, e - b);
+      }, 1);
+    }
   }
 
   // Final norm for the rows that need logits, then the output projection.
