@@ -64,7 +64,9 @@ int RunEval(int argc, char** argv) {
   if (json) {
     nlohmann::json j;
     j["model"] = eo.model;
-    j["weights"] = eo.weights;
+    j["weights"] = eo.weight_memory_budget > 0
+                       ? "budget:" + std::to_string(eo.weight_memory_budget)
+                       : eo.weights;
     j["kv_cache"] = eo.kv_cache;
     j["perplexity"] = r->perplexity;
     j["perplexity_stderr"] = r->perplexity_stderr;
@@ -83,7 +85,10 @@ int RunEval(int argc, char** argv) {
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("model              %s\n", eo.model.c_str());
-    std::printf("weights / kv       %s / %s\n", eo.weights.c_str(), eo.kv_cache.c_str());
+    const std::string w = eo.weight_memory_budget > 0
+                              ? "budget:" + std::to_string(eo.weight_memory_budget)
+                              : eo.weights;
+    std::printf("weights / kv       %s / %s\n", w.c_str(), eo.kv_cache.c_str());
     std::printf("chunks x context   %d x %d (%lld tokens scored)\n", r->chunks, eo.context,
                 static_cast<long long>(r->tokens_scored));
     std::printf("perplexity         %.4f +/- %.4f\n", r->perplexity, r->perplexity_stderr);
