@@ -2,6 +2,7 @@
 """Writes a random-weight Hugging Face checkpoint of a real model shape to disk.
 
     /usr/bin/python3 scripts/random_checkpoint.py --shape llama-3.2-1b --out /tmp/llama1b
+    /usr/bin/python3 scripts/random_checkpoint.py --shape llama-3.2-1b --gguf q4_0 --out /tmp/l1b-q4_0.gguf
 
 The folder holds config.json, model.safetensors (bf16 by default, N(0, 0.02) weights, norms
 1.0) and tokenizer.json: the one given with --tokenizer (e.g. the Llama 3 tokenizer from
@@ -10,6 +11,11 @@ to the shape's vocabulary size (it round-trips any text, one token per byte). We
 do not change speed, so such folders serve load-time, memory and throughput measurements of
 the real loading path (mmap'd safetensors, compression on load) without downloads.
 Shapes match engine/model/random_model.cc.
+
+With --gguf TYPE (f16, q8_0, q4_0) it writes one GGUF v3 file instead (llama.cpp's tensor names,
+norms in F32, every matrix incl. the embedding in TYPE, the same synthetic vocabulary as a
+"gpt2" tokenizer), so `compressd bench --model FILE.gguf` times the GGUF block formats of a
+real shape, the same file llama.cpp's llama-bench would run.
 """
 import argparse
 import json
@@ -96,6 +102,139 @@ def to_bf16(a):
     return (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
 
 
+# --- GGUF v3 (format: github.com/ggml-org/ggml docs/gguf.md) ---------------------------------
+GGUF_U32, GGUF_I32, GGUF_F32, GGUF_BOOL, GGUF_STR, GGUF_ARR = 4, 5, 6, 7, 8, 9
+GGML_TYPES = {"f32": (0, 1, 4), "f16": (1, 1, 2), "q4_0": (2, 32, 18), "q8_0": (8, 32, 34)}
+
+
+def gguf_str(v):
+    b = v.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_kv(key, typ, value, elem=None):
+    out = gguf_str(key) + struct.pack("<I", typ)
+    if typ == GGUF_ARR:
+        out += struct.pack("<IQ", elem, len(value))
+        if elem == GGUF_STR:
+            out += b"".join(gguf_str(x) for x in value)
+        else:
+            out += np.asarray(value, {GGUF_I32: "<i4", GGUF_F32: "<f4", GGUF_U32: "<u4"}[elem]).tobytes()
+    elif typ == GGUF_STR:
+        out += gguf_str(value)
+    else:
+        out += struct.pack({GGUF_U32: "<I", GGUF_I32: "<i", GGUF_F32: "<f", GGUF_BOOL: "<?"}[typ], value)
+    return out
+
+
+def quantize_blocks(a, typ):
+    """a: float32 rows whose length is a multiple of 32 -> GGUF block bytes."""
+    x = a.reshape(-1, 32).astype(np.float32)
+    if typ == "q8_0":
+        amax = np.abs(x).max(axis=1)
+        d = amax / 127.0
+        inv = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0).astype(np.float32)
+        q = np.clip(np.rint(x * inv[:, None]), -127, 127).astype(np.int8)
+        return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8), q.view(np.uint8)],
+                              axis=1).tobytes()
+    # q4_0: d = (the value of largest magnitude) / -8, codes floor(x / d + 8.5) in [0, 15];
+    # byte j of a block holds code j (low nibble) and code j + 16 (high nibble).
+    idx = np.abs(x).argmax(axis=1)
+    m = x[np.arange(x.shape[0]), idx]
+    d = m / -8.0
+    inv = np.where(d != 0, 1.0 / np.where(d != 0, d, 1.0), 0.0).astype(np.float32)
+    q = np.clip(np.floor(x * inv[:, None] + 8.5), 0, 15).astype(np.uint8)
+    packed = q[:, :16] | (q[:, 16:] << 4)
+    return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8), packed], axis=1).tobytes()
+
+
+def gguf_name(hf):
+    if hf == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if hf == "model.norm.weight":
+        return "output_norm.weight"
+    if hf == "lm_head.weight":
+        return "output.weight"
+    layer, rest = hf[len("model.layers."):].split(".", 1)
+    return f"blk.{layer}." + {
+        "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+        "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+        "self_attn.v_proj.bias": "attn_v.bias",
+        "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight", "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight"}[rest]
+
+
+def write_gguf(args, shape):
+    mt, hidden, inter, layers, heads, kv, vocab, ctx, theta, tied, bias, llama3 = shape
+    if mt != "llama":
+        sys.exit("--gguf: only llama shapes")
+    a = mt + "."
+    kvs = [gguf_kv("general.architecture", GGUF_STR, mt),
+           gguf_kv("general.name", GGUF_STR, f"random {args.shape} ({args.gguf})"),
+           gguf_kv(a + "context_length", GGUF_U32, min(ctx, 8192)),
+           gguf_kv(a + "embedding_length", GGUF_U32, hidden),
+           gguf_kv(a + "block_count", GGUF_U32, layers),
+           gguf_kv(a + "feed_forward_length", GGUF_U32, inter),
+           gguf_kv(a + "attention.head_count", GGUF_U32, heads),
+           gguf_kv(a + "attention.head_count_kv", GGUF_U32, kv),
+           gguf_kv(a + "rope.freq_base", GGUF_F32, theta),
+           gguf_kv(a + "attention.layer_norm_rms_epsilon", GGUF_F32, 1e-5)]
+    # Bytes, BOS/EOS, a few merges (a gpt2 vocabulary needs some), then reserved tokens.
+    merges = ["t h", "i n", "e r", "a n"]
+    tokens = byte_level_chars() + ["<|bos|>", "<|eos|>"] + [m.replace(" ", "") for m in merges]
+    types = [1] * 256 + [3, 3] + [1] * len(merges)
+    tokens += [f"<|reserved_{i}|>" for i in range(len(tokens), vocab)]
+    types += [3] * (vocab - len(types))
+    kvs += [gguf_kv("tokenizer.ggml.model", GGUF_STR, "gpt2"),
+            gguf_kv("tokenizer.ggml.tokens", GGUF_ARR, tokens, GGUF_STR),
+            gguf_kv("tokenizer.ggml.token_type", GGUF_ARR, types, GGUF_I32),
+            gguf_kv("tokenizer.ggml.merges", GGUF_ARR, merges, GGUF_STR),
+            gguf_kv("tokenizer.ggml.bos_token_id", GGUF_U32, 256),
+            gguf_kv("tokenizer.ggml.eos_token_id", GGUF_U32, 257)]
+    infos, off, plan = [], 0, []
+    for name, shp in tensor_names(shape):
+        typ = "f32" if len(shp) == 1 else args.gguf
+        if typ in ("q4_0", "q8_0") and shp[-1] % 32:
+            typ = "f16"  # rows must be whole 32-value blocks (as llama.cpp falls back too)
+        code, blk, bsize = GGML_TYPES[typ]
+        n = int(np.prod(shp))
+        nbytes = n // blk * bsize
+        dims = list(reversed(shp))  # GGUF stores the innermost dimension first
+        infos.append(gguf_str(gguf_name(name)) + struct.pack("<I", len(dims)) +
+                     b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", code, off))
+        plan.append((name, shp, typ))
+        off += (nbytes + 31) // 32 * 32
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(infos), len(kvs)) + b"".join(kvs) + b"".join(infos)
+    head += b"\0" * ((32 - len(head) % 32) % 32)
+    rng = np.random.default_rng(args.seed)
+    with open(args.out, "wb") as f:
+        f.write(head)
+        for i, (name, shp, typ) in enumerate(plan):
+            rows = shp[0]
+            cols = int(np.prod(shp[1:])) if len(shp) > 1 else 1
+            step = max(1, (1 << 24) // cols)
+            written = 0
+            for r0 in range(0, rows, step):
+                part = (min(step, rows - r0),) + tuple(shp[1:])
+                if name.endswith("norm.weight"):
+                    x = np.ones(part, np.float32)
+                else:
+                    x = rng.standard_normal(part, np.float32) * 0.02
+                if typ == "f32":
+                    b = x.tobytes()
+                elif typ == "f16":
+                    b = x.astype(np.float16).tobytes()
+                else:
+                    b = quantize_blocks(x, typ)
+                f.write(b)
+                written += len(b)
+            f.write(b"\0" * ((32 - written % 32) % 32))
+            print(f"\r[random_checkpoint] tensor {i + 1}/{len(plan)}", end="", file=sys.stderr)
+    print(f"\n{args.out}: {off / 1e9:.2f} GB of tensors ({args.gguf})", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", required=True, choices=sorted(SHAPES))
@@ -103,8 +242,13 @@ def main():
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "f16", "f32"])
     ap.add_argument("--tokenizer", help="tokenizer.json to copy (default: synthetic byte-level)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--gguf", choices=["f16", "q8_0", "q4_0"],
+                    help="write one GGUF file (--out FILE.gguf) with matrices in this type")
     args = ap.parse_args()
     shape = SHAPES[args.shape]
+    if args.gguf:
+        write_gguf(args, shape)
+        return
     mt, hidden, inter, layers, heads, kv, vocab, ctx, theta, tied, bias, llama3 = shape
     os.makedirs(args.out, exist_ok=True)
     cfg = {
