@@ -88,8 +88,9 @@ void PrepareActs(const float* x, int64_t n, int64_t cols, int64_t cp, int chunk_
   }
 }
 
-// out[r][t] = row r . token t for R rows x T tokens.
-template <int R, int T>
+// out[r][t] = row r . token t for R rows x T tokens. WIDE: group >= 128, so a block's 4
+// chunks share one group and its scale is a broadcast (from memory: a load, no shuffle).
+template <bool WIDE, int R, int T>
 void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int64_t cp,
           int chunk_shift, const Acts& a, float (*out)[kMaxT]) {
   __m512 acc[R][T];
@@ -106,19 +107,25 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
     const int64_t gleft = ng - 16 * win;
     const __mmask16 gm = static_cast<__mmask16>(gleft >= 16 ? 0xffff : (1u << gleft) - 1u);
     __m512 dv[R];
+    alignas(64) float dsc[R][16];
     for (int r = 0; r < R; ++r) {
       const __m512i p = _mm512_maskz_loadu_epi32(gm, gs[r] + 16 * win);
       dv[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(p));
+      if constexpr (WIDE) _mm512_store_ps(dsc[r], dv[r]);
       const __m512 mv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(p, 16)));
       for (int t = 0; t < T; ++t) {
         acc[r][t] = _mm512_fmadd_ps(mv, _mm512_loadu_ps(a.sum + t * a.ngp + 16 * win), acc[r][t]);
       }
     }
     for (int64_t b = b0; b < b1; ++b) {
-      const __m512i idx = _mm512_sub_epi32(
-          _mm512_srl_epi32(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(4 * b)), lane_chunk),
-                           shift),
-          _mm512_set1_epi32(static_cast<int>(16 * win)));
+      __m512i idx;
+      if constexpr (!WIDE) {
+        idx = _mm512_sub_epi32(
+            _mm512_srl_epi32(
+                _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(4 * b)), lane_chunk), shift),
+            _mm512_set1_epi32(static_cast<int>(16 * win)));
+      }
+      const int64_t gb = ((4 * b) >> chunk_shift) - 16 * win;  // WIDE: the block's group
       __m512i lo[R], hi[R];
       __m512 dl[R];
 #pragma GCC unroll 4
@@ -128,7 +135,7 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
             b < full_blocks ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(0xffffffffull, p);
         lo[r] = _mm512_and_si512(wv, nib);
         hi[r] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nib);
-        dl[r] = _mm512_permutexvar_ps(idx, dv[r]);
+        dl[r] = WIDE ? _mm512_set1_ps(dsc[r][gb]) : _mm512_permutexvar_ps(idx, dv[r]);
       }
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
@@ -150,7 +157,7 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
 }
 
 // R rows over tokens [0, n) of `a`, in tiles of R rows x up to kMaxT tokens.
-template <int R>
+template <bool WIDE, int R>
 void RowsAllTokens(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int64_t cp,
                    int chunk_shift, const Acts& a, int64_t n, const int64_t* rows, float* y,
                    int64_t ldy) {
@@ -163,32 +170,45 @@ void RowsAllTokens(const uint8_t* const* codes, const GroupScale* const* gs, int
     // 4-row tiles are for decode (one token); wider token tiles would not fit in registers.
     const int tt = static_cast<int>(std::min<int64_t>(R == 4 ? 1 : kMaxT, n - t));
     if constexpr (R == 4) {
-      Tile<R, 1>(codes, gs, ng, cp, chunk_shift, at, o);
+      Tile<WIDE, R, 1>(codes, gs, ng, cp, chunk_shift, at, o);
     } else {
       switch (tt) {
         case 1:
-          Tile<R, 1>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, R, 1>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
         case 2:
-          Tile<R, 2>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, R, 2>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
         case 3:
-          Tile<R, 3>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, R, 3>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
         case 4:
-          Tile<R, 4>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, R, 4>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
         case 5:
-          Tile<R, 5>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, R, 5>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
         default:
-          Tile<R, 6>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, R, 6>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
       }
     }
     for (int r = 0; r < R; ++r)
       for (int j = 0; j < tt; ++j) y[(t + j) * ldy + rows[r]] = o[r][j];
     t += tt;
+  }
+}
+
+template <bool WIDE>
+void RowTiles(int nr, const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng,
+              int64_t cp, int chunk_shift, const Acts& a, int64_t n, const int64_t* rows,
+              float* y, int64_t ldy) {
+  if (nr == 4) {
+    RowsAllTokens<WIDE, 4>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
+  } else if (nr >= 2) {
+    RowsAllTokens<WIDE, 2>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
+  } else {
+    RowsAllTokens<WIDE, 1>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
   }
 }
 
@@ -255,12 +275,10 @@ void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float*
             rows[i] = r + i;
           }
           float* yr = yt + t * ldy;
-          if (nr == 4) {
-            RowsAllTokens<4>(codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
-          } else if (nr >= 2) {
-            RowsAllTokens<2>(codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
+          if (chunk_shift >= 2) {
+            RowTiles<true>(nr, codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
           } else {
-            RowsAllTokens<1>(codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
+            RowTiles<false>(nr, codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
           }
           r += nr >= 4 ? 4 : nr >= 2 ? 2 : 1;
         }

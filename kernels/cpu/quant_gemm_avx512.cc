@@ -5,7 +5,9 @@
 // kernels/quant.h), turned into weights with one FMA per vector (code * scale + min of its
 // group) and multiplied into an R-rows x T-tokens tile of accumulators. Each decoded weight
 // vector is reused by T tokens, each activation vector by R rows.
-// 4-bit group codes on a CPU with VNNI go to the W4A8 kernel (quant_gemm_a8_avx512.cc).
+// On a CPU with VNNI, 4-bit group codes go to the W4A8 kernel (quant_gemm_a8_avx512.cc),
+// 8-bit group codes to the W8A8-chunk kernel (quant_gemm_8a8_avx512.cc); this float path
+// remains for per-row int8 (kept exact, see QuantUsesA8), CPUs without VNNI and group 16.
 // W8A8 / LLM.int8: activations are quantized per token to int8 (stored as u8 = q + 128) and
 // multiplied with vpdpbusd; the +128 offset is removed with the row's code sum.
 //
@@ -332,8 +334,15 @@ void GemmQuantAvx512(const PackedWeight& w, const float* x, int64_t n, float* y,
   if (v == QuantVariant::kW8A8 || v == QuantVariant::kLlmInt8) {
     return GemmW8A8(w, x, n, y, ldy, row_begin, row_end);
   }
-  if (v == QuantVariant::kGroup && w.format.bits == 4 && GetCpuFeatures().avx512vnni) {
-    return GemmQuant4A8Avx512(w, x, n, y, ldy, row_begin, row_end);
+  // A8 paths (see QuantUsesA8; group 16 stays on the float path).
+  if (GetCpuFeatures().avx512vnni && w.format.kind == WeightKind::kQuant) {
+    const bool group_a8 = v == QuantVariant::kGroup && w.format.group_size >= kQuantChunk;
+    if (group_a8 && w.format.bits == 4) {
+      return GemmQuant4A8Avx512(w, x, n, y, ldy, row_begin, row_end);
+    }
+    if (group_a8 && w.format.bits == 8) {
+      return GemmQuant8A8Avx512(w, x, n, y, ldy, row_begin, row_end);
+    }
   }
   GemmFloatPath(w, x, n, y, ldy, row_begin, row_end);
 }

@@ -152,12 +152,15 @@ TEST(QuantTest, FastPathsMatchReference) {
         double scale = 0;
         for (int64_t t = 0; t < n; ++t)
           for (int64_t r = 0; r < rows; ++r) scale = std::max(scale, std::fabs(double(ref[t * ldy + r])));
-        // 4-bit group codes on AVX-512 VNNI: W4A8, whose definition is GemmQuant4A8Ref
-        // (checked against the fp32 product in W4A8RefWithinActivationRoundingBound).
+        // 4-/8-bit group codes and per-row int8 on AVX-512 VNNI: the A8 paths, whose
+        // definition is GemmQuantA8Ref (checked against the fp32 product in
+        // W4A8RefWithinActivationRoundingBound and quant_8a8_test.cc).
         std::vector<float> ref_a8;
-        if (p.view.format.bits == 4 && p.view.format.variant == 0) {
+        const WeightFormat& pf = p.view.format;
+        const auto pv = static_cast<QuantVariant>(pf.variant);
+        if (pv == QuantVariant::kGroup && (pf.bits == 4 || pf.bits == 8) && pf.group_size >= 32) {
           ref_a8.assign(ref.size(), -7.0f);
-          GemmQuant4A8Ref(p.view, x.data(), n, ref_a8.data(), ldy, 0, rows);
+          GemmQuantA8Ref(p.view, x.data(), n, ref_a8.data(), ldy, 0, rows);
         }
         for (auto& [pname, fn] : paths) {
           const bool a8_path =
@@ -208,7 +211,7 @@ TEST(QuantTest, W4A8RefWithinActivationRoundingBound) {
       x[0] = 40.0f;  // an outlier: its chunk gets a coarse grid, the others do not
       std::vector<float> exact(static_cast<size_t>(n * rows)), a8 = exact;
       GemmRef(p.view, x.data(), n, exact.data(), rows, 0, rows);
-      GemmQuant4A8Ref(p.view, x.data(), n, a8.data(), rows, 0, rows);
+      GemmQuantA8Ref(p.view, x.data(), n, a8.data(), rows, 0, rows);
       std::vector<float> deq(static_cast<size_t>(rows * cols));
       DequantizeRows(p.view, 0, rows, deq.data());
       std::vector<int8_t> q(static_cast<size_t>(cp));
@@ -256,7 +259,7 @@ TEST(QuantTest, W4A8KernelMatchesItsReference) {
         std::vector<float> x(static_cast<size_t>(n * cols));
         for (auto& v : x) v = nd(rng);
         std::vector<float> ref(static_cast<size_t>(n * rows)), out = ref;
-        GemmQuant4A8Ref(p.view, x.data(), n, ref.data(), rows, 0, rows);
+        GemmQuantA8Ref(p.view, x.data(), n, ref.data(), rows, 0, rows);
         GemmQuant4A8Avx512(p.view, x.data(), n, out.data(), rows, 0, rows);
         for (int64_t t = 0; t < n; ++t) {
           for (int64_t r = 0; r < rows; ++r) {

@@ -158,18 +158,27 @@ void GemmQuantAvx512(const PackedWeight& w, const float* x, int64_t n, float* y,
                      int64_t row_begin, int64_t row_end);
 bool QuantSupports(const WeightFormat& f);
 
-// W4A8: the AVX-512 VNNI path of 4-bit group formats (kGroup, bits 4, any group size)
-// multiplies the codes with int8 activations (vpdpbusd), so its product is defined with
-// quantized activations: each token's x is split in 32-column chunks (the code chunks) and
-// each chunk is rounded to int8 with its own scale s = amax/127 (q = round-half-even(x *
-// 127/amax), x^ = q * s). Then y = sum_c w_c x^_c, with w_c = code * scale + min exactly as
-// DequantizeRows defines it. |y - (exact y)| <= sum_c |w_c| s_chunk(c) / 2.
-// True when Gemm() takes this path for f on this CPU (AVX-512 + VNNI, not capped below).
+// A8 paths (W4A8, W8A8-chunk): on AVX-512 VNNI, 4-bit and 8-bit group formats (kGroup,
+// bits 4 or 8, group size >= 32) multiply the codes with int8 activations (vpdpbusd), so
+// their product is defined with quantized activations (GemmQuant8A8Avx512 also computes
+// per-row int8 this way when called directly, but Gemm() keeps kInt8Row exact: see
+// QuantUsesA8): each token's x is split in 32-column chunks (the code
+// chunks) and each chunk is rounded to int8 with its own scale s = amax/127 (q =
+// round-half-even(x * 127/amax), x^ = q * s). Then y = sum_c w_c x^_c, with w_c exactly as
+// DequantizeRows defines it (code * scale + min per group; code * row scale for kInt8Row).
+// |y - (exact y)| <= sum_c |w_c| s_chunk(c) / 2. (kW8A8/kLlmInt8 keep their own per-token
+// definition, GemmQuantRef.)
+// True when Gemm() takes an A8 path for f on this CPU (AVX-512 + VNNI, not capped below).
 bool QuantUsesA8(const WeightFormat& f);
-// Scalar definition of the W4A8 product (the oracle of GemmQuant4A8Avx512), in double.
-void GemmQuant4A8Ref(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
-                     int64_t row_begin, int64_t row_end);
+// Scalar definition of the A8 product (the oracle of GemmQuant4A8Avx512 and
+// GemmQuant8A8Avx512), in double, for any format that DequantizeRows handles.
+void GemmQuantA8Ref(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                    int64_t row_begin, int64_t row_end);
+// 4-bit group codes (quant_gemm_a8_avx512.cc).
 void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                        int64_t row_begin, int64_t row_end);
+// 8-bit group codes (u8) and kInt8Row (s8) (quant_gemm_8a8_avx512.cc).
+void GemmQuant8A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                         int64_t row_begin, int64_t row_end);
 void DequantizeQuantRows(const PackedWeight& w, int64_t row_begin, int64_t row_end, float* out);
 
@@ -192,7 +201,7 @@ void AddRowCorrections(const PackedWeight& w, int64_t r, const float* x, int64_t
 // int8 + 128, padding 128), xscale [n]. Outlier columns (sorted ids) are treated as zero.
 void QuantizeActivations(const float* x, int64_t n, int64_t cols, int64_t cols_pad,
                          const uint32_t* outliers, int64_t n_out, uint8_t* xq, float* xscale);
-// W4A8 activations of one token: x [cols] -> q [cols_pad] int8 and scale [cols_pad / 32],
+// A8 activations of one token: x [cols] -> q [cols_pad] int8 and scale [cols_pad / 32],
 // one scale per 32-column chunk (columns past cols are zero). See QuantUsesA8().
 void QuantizeChunksQ8(const float* x, int64_t cols, int64_t cols_pad, int8_t* q, float* scale);
 }  // namespace quant_internal

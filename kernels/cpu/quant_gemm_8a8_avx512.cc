@@ -1,0 +1,312 @@
+// W8A8-chunk GEMM/GEMV for 8-bit group formats (u8 codes, fp16 scale + min per group) and
+// per-row int8 (kInt8Row: s8 codes, fp32 row scale) with AVX-512 VNNI. Definition: quant.h,
+// QuantUsesA8; scalar oracle: GemmQuantA8Ref (quant_a8_ref.cc).
+//
+// Why: decoding 8-bit codes to fp32 (widen, convert, FMA per 16 weights) made the float path
+// compute bound at ~38 GB/s on 2 threads, below DRAM bandwidth. Here one 64-byte load holds
+// two 32-value chunks, and one vpdpbusd multiplies them with the token's int8 activations.
+//
+// Per 64-column block b (int32 lane l covers columns 4l..4l+3, i.e. chunk 2b + l/8) and
+// (row r, token t):
+//   group: i32 = dpbusd(0, codes_r, q_t)                 (codes are u8 already)
+//          acc[r][t] += float(i32) * (d_lane_r * s_lane_t)
+//          and once per 16 groups acc[r][t] += min[16] * xsum_t[16]
+//   row:   i32 = dpbusd(bias_t, codes_r ^ 0x80, q_t)      (codes + 128 as u8; bias_t lane =
+//          -128 * (sum of the lane's 4 activations) removes the offset exactly in int32)
+//          acc[r][t] += float(i32) * s_lane_t;  y = row_scale * sum(acc)
+// y[t][r] = sum of the 16 lanes of acc[r][t] (times the row scale for kInt8Row).
+//
+// Activation layout per token (built once per call): q [nb][64] in column order (the order
+// of the code bytes), s [nb][16] (lanes 0-7: scale of chunk 2b, 8-15: chunk 2b+1), and bias
+// [nb][16] (kInt8Row) or xsum [groups] (group formats).
+//
+// Batch invariance: every (row, token) output is the same chain of operations whatever the
+// tile (R rows x T tokens), n or row range, so a token's result does not depend on the rest
+// of the batch.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/quant.h"
+
+namespace compressd::kernels {
+namespace {
+
+constexpr int64_t kBlock = 64;       // columns per 64-byte code block (two chunks)
+constexpr int64_t kTokenBlock = 64;  // tokens whose activations are prepared together
+constexpr int kMaxT = 6;             // 2 rows x 6 tokens in batches
+
+// kRow: kInt8Row. kGroupWide: group >= 64 (a block lies in one group: the group scale is a
+// broadcast). kGroup32: group 32 (a block spans two groups: lanes 0-7 and 8-15).
+enum class Mode { kRow, kGroupWide, kGroup32 };
+
+struct Acts {
+  int64_t nb = 0;                // blocks per token
+  int64_t ngp = 0;               // groups per token, rounded up to 16 (group formats)
+  const int8_t* q = nullptr;     // [n][nb][64]
+  const float* s = nullptr;      // [n][nb][16]
+  const int32_t* bias = nullptr;  // kRow: [n][nb][16]
+  const float* sum = nullptr;     // group formats: [n][ngp], sum of x^ over each group
+};
+
+// Quantizes n tokens; same arithmetic as QuantizeChunksQ8 (the reference).
+void PrepareActs(const float* x, int64_t n, int64_t cols, bool row, int chunk_shift, int8_t* q,
+                 float* s, int32_t* bias, float* sum, int64_t nb, int64_t ngp) {
+  const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+  const __m512i u128 = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * cols;
+    int8_t* qt = q + t * nb * kBlock;
+    float* st = s + t * nb * 16;
+    float* sumt = row ? nullptr : sum + t * ngp;
+    if (!row) std::memset(sumt, 0, static_cast<size_t>(ngp) * sizeof(float));
+    for (int64_t c = 0; c < nb * 2; ++c) {
+      const int64_t c0 = c * kQuantChunk;
+      const int64_t len = std::clamp<int64_t>(cols - c0, 0, kQuantChunk);
+      const __mmask16 m0 = static_cast<__mmask16>(len >= 16 ? 0xffff : (1u << len) - 1u);
+      const __mmask16 m1 = static_cast<__mmask16>(len >= 32   ? 0xffff
+                                                  : len <= 16 ? 0
+                                                              : (1u << (len - 16)) - 1u);
+      const __m512 x0 = _mm512_maskz_loadu_ps(m0, xt + c0);
+      const __m512 x1 = _mm512_maskz_loadu_ps(m1, xt + c0 + 16);
+      const float amax =
+          _mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(x0, sign), _mm512_and_ps(x1, sign)));
+      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+      const float sc = amax / 127.0f;
+      const __m512 vinv = _mm512_set1_ps(inv);
+      __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vinv));  // MXCSR default: RNE
+      __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vinv));
+      q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim), nlim);
+      q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), nlim);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qt + c0), _mm512_cvtepi32_epi8(q0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qt + c0 + 16), _mm512_cvtepi32_epi8(q1));
+      _mm256_storeu_ps(st + c * 8, _mm256_set1_ps(sc));
+      if (!row) {
+        const int isum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        sumt[c >> chunk_shift] += sc * static_cast<float>(isum);
+      }
+    }
+    if (row) {
+      int32_t* bt = bias + t * nb * 16;
+      for (int64_t b = 0; b < nb; ++b) {
+        const __m512i qv = _mm512_loadu_si512(qt + b * kBlock);
+        const __m512i pos = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u128, qv);
+        _mm512_storeu_si512(bt + b * 16, _mm512_sub_epi32(_mm512_setzero_si512(), pos));
+      }
+    }
+  }
+}
+
+// out[r][t] = row r . token t for R rows x T tokens (before the row scale of kRow).
+template <Mode M, int R, int T>
+void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int chunk_shift,
+          const Acts& a, float (*out)[kMaxT]) {
+  __m512 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  const int64_t nb = a.nb;
+  // Blocks per 16-group window (the whole row for kRow).
+  const int64_t bpw = M == Mode::kRow ? nb : (int64_t{16} << chunk_shift) / 2;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i lane_chunk = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  for (int64_t win = 0, b0 = 0; b0 < nb; ++win, b0 += bpw) {
+    const int64_t b1 = std::min(nb, b0 + bpw);
+    __m512 dv[R];
+    alignas(64) float dsc[R][16];
+    if constexpr (M != Mode::kRow) {
+      const int64_t gleft = ng - 16 * win;
+      const __mmask16 gm = static_cast<__mmask16>(gleft >= 16 ? 0xffff : (1u << gleft) - 1u);
+      for (int r = 0; r < R; ++r) {
+        const __m512i p = _mm512_maskz_loadu_epi32(gm, gs[r] + 16 * win);
+        dv[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(p));
+        if constexpr (M == Mode::kGroupWide) _mm512_store_ps(dsc[r], dv[r]);
+        const __m512 mv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(p, 16)));
+        for (int t = 0; t < T; ++t) {
+          acc[r][t] =
+              _mm512_fmadd_ps(mv, _mm512_loadu_ps(a.sum + t * a.ngp + 16 * win), acc[r][t]);
+        }
+      }
+    }
+    for (int64_t b = b0; b < b1; ++b) {
+      __m512i wv[R];
+      __m512 dl[R];
+      __m512i idx;
+      if constexpr (M == Mode::kGroup32) {
+        idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(2 * (b - b0))), lane_chunk);
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        wv[r] = _mm512_loadu_si512(codes[r] + b * kBlock);
+        if constexpr (M == Mode::kRow) wv[r] = _mm512_xor_si512(wv[r], flip);
+        if constexpr (M == Mode::kGroupWide) {
+          dl[r] = _mm512_set1_ps(dsc[r][((2 * b) >> chunk_shift) - 16 * win]);
+        } else if constexpr (M == Mode::kGroup32) {
+          dl[r] = _mm512_permutexvar_ps(idx, dv[r]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const int64_t tb = t * nb + b;
+        const __m512i xq = _mm512_loadu_si512(a.q + tb * kBlock);
+        const __m512 xs = _mm512_loadu_ps(a.s + tb * 16);
+        const __m512i init =
+            M == Mode::kRow ? _mm512_loadu_si512(a.bias + tb * 16) : _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init, wv[r], xq));
+          const __m512 sc = M == Mode::kRow ? xs : _mm512_mul_ps(dl[r], xs);
+          acc[r][t] = _mm512_fmadd_ps(d, sc, acc[r][t]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+struct RowSet {
+  const uint8_t* codes[8];
+  const GroupScale* gs[8];
+  float rs[8];  // kRow: row scales
+  int64_t rows[8];
+};
+
+// R rows over tokens [0, n) of `a`, in tiles of R rows x up to kMaxT tokens (1 when R > 2).
+template <Mode M, int R>
+void RowsAllTokens(const RowSet& rset, int64_t ng, int chunk_shift, const Acts& a, int64_t n,
+                   float* y, int64_t ldy) {
+  for (int64_t t = 0; t < n;) {
+    Acts at = a;
+    at.q += t * a.nb * kBlock;
+    at.s += t * a.nb * 16;
+    if constexpr (M == Mode::kRow) {
+      at.bias += t * a.nb * 16;
+    } else {
+      at.sum += t * a.ngp;
+    }
+    float o[R][kMaxT];
+    const int tt = static_cast<int>(std::min<int64_t>(R > 2 ? 1 : kMaxT, n - t));
+    if constexpr (R > 2) {
+      Tile<M, R, 1>(rset.codes, rset.gs, ng, chunk_shift, at, o);
+    } else {
+      switch (tt) {
+        case 1: Tile<M, R, 1>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 2: Tile<M, R, 2>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 3: Tile<M, R, 3>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 4: Tile<M, R, 4>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 5: Tile<M, R, 5>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        default: Tile<M, R, 6>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int j = 0; j < tt; ++j) {
+        y[(t + j) * ldy + rset.rows[r]] = M == Mode::kRow ? o[r][j] * rset.rs[r] : o[r][j];
+      }
+    }
+    t += tt;
+  }
+}
+
+int Log2(int64_t v) {
+  int s = 0;
+  while ((int64_t{1} << s) < v) ++s;
+  return s;
+}
+
+template <Mode M>
+void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+         int64_t row_begin, int64_t row_end) {
+  const WeightFormat& f = w.format;
+  const int64_t cols = w.cols, cp = QuantPaddedCols(f, cols);
+  const int64_t ng = M == Mode::kRow ? 1 : cp / f.group_size;
+  const int chunk_shift = M == Mode::kRow ? 0 : Log2(f.group_size) - 5;
+  const int64_t row_bytes = cp;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const auto* scales = static_cast<const GroupScale*>(w.aux[0]);
+  const auto* row_scales = static_cast<const float*>(w.aux[0]);
+
+  Acts a;
+  a.nb = cp / kBlock;
+  a.ngp = (ng + 15) / 16 * 16;
+  const int64_t tb = std::min(n, kTokenBlock);
+  thread_local std::vector<int8_t> qbuf;
+  thread_local std::vector<float> sbuf;
+  thread_local std::vector<int32_t> biasbuf;
+  thread_local std::vector<float> sumbuf;
+  qbuf.resize(static_cast<size_t>(tb * a.nb * kBlock));
+  sbuf.resize(static_cast<size_t>(tb * a.nb * 16));
+  biasbuf.resize(static_cast<size_t>(M == Mode::kRow ? tb * a.nb * 16 : 0));
+  sumbuf.resize(static_cast<size_t>(M == Mode::kRow ? 0 : tb * a.ngp));
+  a.q = qbuf.data();
+  a.s = sbuf.data();
+  a.bias = biasbuf.data();
+  a.sum = sumbuf.data();
+
+  for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
+    const int64_t nt = std::min(kTokenBlock, n - t0);
+    PrepareActs(x + t0 * cols, nt, cols, M == Mode::kRow, chunk_shift, qbuf.data(), sbuf.data(),
+                biasbuf.data(), sumbuf.data(), a.nb, a.ngp);
+    float* yt = y + t0 * ldy;
+    // Decode (nt == 1): 4 rows per tile. Batches: 2 rows x up to 6 tokens, panel by panel so
+    // that a panel's codes (~64 KiB) stay in L2 while each group of kMaxT tokens sweeps it.
+    const int rb = nt == 1 ? 4 : 2;
+    const int64_t panel = nt == 1 ? row_end - row_begin
+                                  : std::max<int64_t>(4, (int64_t{64} << 10) / row_bytes / 2 * 2);
+    for (int64_t p0 = row_begin; p0 < row_end; p0 += panel) {
+      const int64_t p1 = std::min(row_end, p0 + panel);
+      for (int64_t t = 0; t < nt; t += kMaxT) {
+        const int64_t tn = std::min<int64_t>(kMaxT, nt - t);
+        Acts at = a;
+        at.q += t * a.nb * kBlock;
+        at.s += t * a.nb * 16;
+        if constexpr (M == Mode::kRow) {
+          at.bias += t * a.nb * 16;
+        } else {
+          at.sum += t * a.ngp;
+        }
+        for (int64_t r = p0; r < p1;) {
+          RowSet rs;
+          const int nr = static_cast<int>(std::min<int64_t>(rb, p1 - r));
+          for (int i = 0; i < nr; ++i) {
+            rs.codes[i] = base + (r + i) * row_bytes;
+            rs.gs[i] = M == Mode::kRow ? nullptr : scales + (r + i) * ng;
+            rs.rs[i] = M == Mode::kRow ? row_scales[r + i] : 1.0f;
+            rs.rows[i] = r + i;
+          }
+          float* yr = yt + t * ldy;
+          if (nr == 4) {
+            RowsAllTokens<M, 4>(rs, ng, chunk_shift, at, tn, yr, ldy);
+          } else if (nr >= 2) {
+            RowsAllTokens<M, 2>(rs, ng, chunk_shift, at, tn, yr, ldy);
+          } else {
+            RowsAllTokens<M, 1>(rs, ng, chunk_shift, at, tn, yr, ldy);
+          }
+          r += nr >= 4 ? 4 : nr >= 2 ? 2 : 1;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void GemmQuant8A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                        int64_t row_begin, int64_t row_end) {
+  if (n <= 0 || row_begin >= row_end) return;
+  if (static_cast<QuantVariant>(w.format.variant) == QuantVariant::kInt8Row) {
+    return Run<Mode::kRow>(w, x, n, y, ldy, row_begin, row_end);
+  }
+  if (w.format.group_size == kQuantChunk) {
+    return Run<Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end);
+  }
+  Run<Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end);
+}
+
+}  // namespace compressd::kernels
