@@ -137,8 +137,8 @@ class SelectKvCodec : public KvCodec {
     }
     acc.assign(staged.size() * nkv * bs, 0.0f);
     for (size_t i = 0; i < staged.size(); ++i) accp[staged_index[i]] = acc.data() + i * nkv * bs;
-    kernels::AttendKvSelectRef(layout_, geo_.n_heads, q, blocks, stages.data(), accp.data(), n_ctx,
-                               scale, out, scratch, head_begin, head_end);
+    kernels::AttendKvSelect(layout_, geo_.n_heads, q, blocks, stages.data(), accp.data(), n_ctx,
+                            scale, out, scratch, head_begin, head_end);
     if (staged.empty()) return;
     const int group = geo_.n_heads / nkv;
     absl::MutexLock lock(&mu_);

@@ -1,12 +1,13 @@
 // Token-selective KV blocks (kernels/kv_quant.h, KvSelectLayout): the encoder that splits each
 // head's tokens into hi / lo / evicted-and-merged by importance, the token decoder and the
-// attention kernel (scalar; it is both the reference and the kernel used).
+// attention reference (the oracle of kv_select_avx512.cc) and the run-time ISA dispatch.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu_features.h"
 #include "kernels/kv_quant.h"
 #include "kernels/types.h"
 
@@ -466,6 +467,22 @@ void AttendKvSelectRef(const KvSelectLayout& l, int n_heads, const float* q,
     }
     h0 = h1;
   }
+}
+
+bool KvSelectAvx512Supports(const KvSelectLayout& l) {
+  return l.Valid() && l.v_group % l.chunk() == 0 && l.n_groups() <= 16;
+}
+
+void AttendKvSelect(const KvSelectLayout& l, int n_heads, const float* q,
+                    const uint8_t* const* blocks, const uint16_t* const* stages,
+                    float* const* stage_acc, int n_ctx, float scale, float* out, float* scratch,
+                    int head_begin, int head_end) {
+  if (ActiveIsa() == CpuIsa::kAvx512 && KvSelectAvx512Supports(l)) {
+    return AttendKvSelectAvx512(l, n_heads, q, blocks, stages, stage_acc, n_ctx, scale, out,
+                                scratch, head_begin, head_end);
+  }
+  AttendKvSelectRef(l, n_heads, q, blocks, stages, stage_acc, n_ctx, scale, out, scratch,
+                    head_begin, head_end);
 }
 
 }  // namespace compressd::kernels

@@ -1,12 +1,14 @@
 // Decode attention over compressed KV blocks vs the fp16 dense kernel: one query token per
 // head over n_ctx cached tokens, Llama-3.2-1B shape (32 query / 8 KV heads, head_dim 64) and
 // kdocs-7m shape (8 / 4, head_dim 32), block_size 16; 4k tokens (cache-resident on Zen 4:
-// 8 MB of fp16 KV for the Llama shape) and 32k (64 MB, past L3: memory-bound). Reported
+// 8 MB of fp16 KV for the Llama shape) and 32k (64 MB, past L3: memory-bound); and the
+// SmolLM2-135M shape (9 / 3, head_dim 64) at 1k tokens (fp16, int4, token-selective). Reported
 // bytes_per_second = KV bytes read (encoded blocks, scales included) per second;
 // items_per_second = tokens attended per second.
 //
-// Args: {shape (0 Llama-1B, 1 kdocs-7m), n_ctx, codec (0 fp16 dense, 8 int8, 4 int4, 2 int2,
-// 42 k4/v2, 100 mikv:h4:l2:f45 (token-selective, scalar kernel), 101 ems+int4:f50)}.
+// Args: {shape (0 Llama-1B, 1 kdocs-7m, 2 SmolLM2-135M), n_ctx, codec (0 fp16 dense, 8 int8,
+// 4 int4, 2 int2, 42 k4/v2, token-selective: 100 mikv:h4:l2:f45 and 101 ems+int4:f50 through
+// the scalar reference AttendKvSelectRef, 110 and 111 the same through AttendKvSelectAvx512)}.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/cpu_features.h"
 #include "kernels/kv_quant.h"
 #include "kernels/types.h"
 
@@ -23,8 +26,9 @@ namespace compressd::kernels {
 namespace {
 
 void BM_KvAttention(benchmark::State& state) {
-  const bool small = state.range(0) == 1;
-  const int n_heads = small ? 8 : 32, n_kv = small ? 4 : 8, hd = small ? 32 : 64, bs = 16;
+  const int shape = static_cast<int>(state.range(0));
+  const int n_heads = shape == 1 ? 8 : shape == 2 ? 9 : 32;
+  const int n_kv = shape == 1 ? 4 : shape == 2 ? 3 : 8, hd = shape == 1 ? 32 : 64, bs = 16;
   const int n_ctx = static_cast<int>(state.range(1));
   const int codec = static_cast<int>(state.range(2));
   const int nb = (n_ctx + bs - 1) / bs;
@@ -60,9 +64,14 @@ void BM_KvAttention(benchmark::State& state) {
     l.head_dim = hd;
     l.v_group = std::min(32, hd);
     l.hi_bits = 4;
-    l.lo_bits = codec == 100 ? 2 : 0;
+    const bool mikv = codec % 10 == 0, avx512 = codec >= 110;
+    if (avx512 && !GetCpuFeatures().avx512bw) {
+      state.SkipWithError("no AVX-512");
+      return;
+    }
+    l.lo_bits = mikv ? 2 : 0;
     l.merge = true;
-    l.n_hi = (bs * n_kv * (codec == 100 ? 45 : 50) + 50) / 100;
+    l.n_hi = (bs * n_kv * (mikv ? 45 : 50) + 50) / 100;
     std::vector<uint16_t> stage(half * 2);
     std::vector<float> score(static_cast<size_t>(n_kv) * bs);
     std::uniform_real_distribution<float> ud(0.0f, 1.0f);
@@ -75,9 +84,10 @@ void BM_KvAttention(benchmark::State& state) {
       bytes += l.BlockBytes();
     }
     scratch.resize(KvSelectScratchFloats(l, n_ctx));
+    const auto fn = avx512 ? AttendKvSelectAvx512 : AttendKvSelectRef;
     for (auto _ : state) {
-      AttendKvSelectRef(l, n_heads, q.data(), ptrs.data(), nullptr, nullptr, n_ctx, scale,
-                        out.data(), scratch.data(), 0, n_heads);
+      fn(l, n_heads, q.data(), ptrs.data(), nullptr, nullptr, n_ctx, scale, out.data(),
+         scratch.data(), 0, n_heads);
       benchmark::DoNotOptimize(out.data());
     }
   } else {
@@ -102,7 +112,10 @@ void BM_KvAttention(benchmark::State& state) {
 }
 
 BENCHMARK(BM_KvAttention)
-    ->ArgsProduct({{0, 1}, {4096, 32768}, {0, 8, 4, 2, 42, 100, 101}})
+    ->ArgsProduct({{0, 1}, {4096, 32768}, {0, 8, 4, 2, 42, 100, 101, 110, 111}})
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_KvAttention)
+    ->ArgsProduct({{2}, {1024}, {0, 4, 100, 101, 110, 111}})
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace

@@ -146,9 +146,23 @@ int KvSelectDecodeToken(const KvSelectLayout& l, const uint8_t* block, int h, in
 // Attention over a sequence of selective blocks: blocks[i] encoded, unless stages[i] != nullptr
 // (fp16 staging of a block not encoded yet, read densely; its tokens' attention probabilities
 // are added to stage_acc[i][kv_head * block_size + slot] when stage_acc and stage_acc[i] are not
-// null). scratch: at least KvSelectScratchFloats(l, n_ctx) floats. Scalar reference; it is also
-// the kernel used (dequantizes one row at a time, never the whole context).
+// null). scratch: at least KvSelectScratchFloats(l, n_ctx) floats.
 size_t KvSelectScratchFloats(const KvSelectLayout& l, int n_ctx);
+// Dispatches by CPU features (ActiveIsa): AttendKvSelectAvx512 when the layout is supported,
+// the scalar reference otherwise. Same contract as AttendKvSelectRef, which stays the oracle.
+void AttendKvSelect(const KvSelectLayout& l, int n_heads, const float* q,
+                    const uint8_t* const* blocks, const uint16_t* const* stages,
+                    float* const* stage_acc, int n_ctx, float scale, float* out, float* scratch,
+                    int head_begin, int head_end);
+// Layouts the AVX-512 kernel takes (others fall back to the reference): a value group that is a
+// multiple of chunk() and at most 16 groups per row. Callable on any CPU.
+bool KvSelectAvx512Supports(const KvSelectLayout& l);
+// Per-ISA entry point (tests and benchmarks call it directly; needs AVX-512 F/BW/VL/DQ). out and
+// stage_acc are independent of how heads are split into [head_begin, head_end) ranges.
+void AttendKvSelectAvx512(const KvSelectLayout& l, int n_heads, const float* q,
+                          const uint8_t* const* blocks, const uint16_t* const* stages,
+                          float* const* stage_acc, int n_ctx, float scale, float* out,
+                          float* scratch, int head_begin, int head_end);
 void AttendKvSelectRef(const KvSelectLayout& l, int n_heads, const float* q,
                        const uint8_t* const* blocks, const uint16_t* const* stages,
                        float* const* stage_acc, int n_ctx, float scale, float* out,
