@@ -1,5 +1,6 @@
 #include "server/options.h"
 
+#include <algorithm>
 #include <cctype>
 #include <functional>
 #include <limits>
@@ -117,6 +118,17 @@ const std::vector<OptionSpec>& Specs() {
          return absl::OkStatus();
        },
        [](const ServerOptions& o) { return std::to_string(o.max_message_bytes); }},
+      {"max-concurrent-streams", "N",
+       "calls (HTTP/2 streams) one client connection may have open at once; more wait in "
+       "the client, so a server short of CPU buffers at most N calls per connection "
+       "(0 = max-running + max-queue + 64)",
+       IntSetter("max-concurrent-streams", &ServerOptions::max_concurrent_streams, 0,
+                 kInt32Max),
+       [](const ServerOptions& o) {
+         return o.max_concurrent_streams == 0
+                    ? std::string("0, i.e. ") + std::to_string(EffectiveMaxConcurrentStreams(o))
+                    : std::to_string(o.max_concurrent_streams);
+       }},
       {"tls-cert", "FILE", "PEM server certificate chain; with --tls-key turns TLS on",
        [](const std::string& v, ServerOptions& o) {
          o.tls.cert_file = v;
@@ -323,6 +335,13 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError("--metrics-host is empty");
   }
   return absl::OkStatus();
+}
+
+int32_t EffectiveMaxConcurrentStreams(const ServerOptions& o) {
+  if (o.max_concurrent_streams > 0) return o.max_concurrent_streams;
+  const int64_t automatic = int64_t{std::max(o.engine.max_running, 1)} +
+                            int64_t{std::max(o.engine.max_queue, 0)} + kStreamHeadroom;
+  return static_cast<int32_t>(std::min<int64_t>(automatic, kInt32Max));
 }
 
 std::string ServeUsage() {

@@ -35,6 +35,14 @@ struct ServerOptions {
   // How long SIGTERM waits for running requests before cancelling them.
   absl::Duration drain_timeout = absl::Seconds(30);
   int32_t max_message_bytes = 16 << 20;  // gRPC receive and send limit
+  // HTTP/2 streams (calls of any method) one client connection may have open at once
+  // (GRPC_ARG_MAX_CONCURRENT_STREAMS). It bounds the calls gRPC reads and buffers before a
+  // handler takes them: a client's calls beyond it wait in the client, so a server starved
+  // of CPU holds at most this many calls per connection instead of an unbounded backlog.
+  // 0 = automatic: engine.max_running + engine.max_queue + kStreamHeadroom (the calls the
+  // engine can hold, plus room for refusals and unary calls in flight);
+  // see EffectiveMaxConcurrentStreams.
+  int32_t max_concurrent_streams = 0;
   TlsOptions tls;
   std::string log_level = "info";
   EngineOptions engine;
@@ -53,6 +61,15 @@ absl::StatusOr<ParsedServeArgs> ParseServeArgs(int argc, const char* const* argv
 
 // Checks cross-field consistency (ports in range, TLS cert and key together, model set).
 absl::Status ValidateServerOptions(const ServerOptions& options);
+
+// Streams beyond the engine's running + waiting capacity allowed per connection when
+// --max-concurrent-streams is 0: calls the engine will refuse (RESOURCE_EXHAUSTED) or that are
+// not Generate (Tokenize, health) still get through while the engine is full.
+inline constexpr int32_t kStreamHeadroom = 64;
+
+// The per-connection stream bound the server applies: options.max_concurrent_streams, or
+// when it is 0, engine.max_running + engine.max_queue + kStreamHeadroom (capped at 2^31-1).
+int32_t EffectiveMaxConcurrentStreams(const ServerOptions& options);
 
 // `compressd serve --help`: one line per option with its default.
 std::string ServeUsage();

@@ -96,6 +96,12 @@ absl::Status Server::Start(const ServerOptions& options) {
   // Dead TCP peers (clients that vanished without a FIN) are found within a minute or two.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  // Bounds the calls gRPC has read but no handler has taken yet. Without it a server starved
+  // of CPU by other processes buffers every call an open-loop client sends meanwhile (the
+  // soak's RSS rose by +44 MB in a 2.3 s stall, docs/RELIABILITY.md): HTTP/2 SETTINGS tell
+  // each client to keep its calls beyond this many waiting on its side.
+  const int32_t max_streams = EffectiveMaxConcurrentStreams(options);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, max_streams);
   builder.RegisterService(service_.get());
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || port_ == 0) {
@@ -107,10 +113,11 @@ absl::Status Server::Start(const ServerOptions& options) {
     health->SetServingStatus(kServiceName, true);
   }
   LOG_INFO("serving {} ({}, {} params, {:.2f} bits/param, kv {} {:.0f} B/token) on {}:{}{}; "
-           "metrics {}",
+           "at most {} open calls per connection; metrics {}",
            summary.model_id, summary.architecture, summary.parameters,
            WeightBitsPerParam(summary), summary.kv_codec, summary.kv_bytes_per_token,
            options.host, port_, options.tls.enabled() ? (options.tls.mutual() ? " (mTLS)" : " (TLS)") : "",
+           max_streams,
            metrics_->port() == 0 ? std::string("off")
                                  : absl::StrCat(options.metrics_host, ":", metrics_->port()));
   return absl::OkStatus();

@@ -26,6 +26,9 @@ TEST(ServeOptions, Defaults) {
   EXPECT_EQ(o.metrics_port, 9090);
   EXPECT_EQ(o.drain_timeout, absl::Seconds(30));
   EXPECT_FALSE(o.tls.enabled());
+  EXPECT_EQ(o.max_concurrent_streams, 0);
+  // Automatic: what the engine can hold (64 running + 256 waiting) plus 64 of headroom.
+  EXPECT_EQ(EffectiveMaxConcurrentStreams(o), 64 + 256 + 64);
   auto p = Parse({});
   ASSERT_TRUE(p.ok());
   EXPECT_FALSE(p->help);
@@ -37,7 +40,8 @@ TEST(ServeOptions, ParsesEveryForm) {
                   "--drain-timeout=1.5m", "--max-message-size=8MiB", "--max-queue", "7",
                   "--no-prefix-caching", "--kv-cache-memory=1G", "--threads=2",
                   "--context-length", "128", "--tls-cert=c.pem", "--tls-key", "k.pem",
-                  "--tls-client-ca=ca.pem", "--log-level=warn", "--seed-weights=9"});
+                  "--tls-client-ca=ca.pem", "--log-level=warn", "--seed-weights=9",
+                  "--max-concurrent-streams", "500"});
   ASSERT_TRUE(p.ok()) << p.status();
   const ServerOptions& o = p->options;
   EXPECT_EQ(o.engine.model, "random:tiny");
@@ -55,7 +59,13 @@ TEST(ServeOptions, ParsesEveryForm) {
   EXPECT_TRUE(o.tls.mutual());
   EXPECT_EQ(o.log_level, "warn");
   EXPECT_EQ(o.engine.random_seed, 9u);
+  EXPECT_EQ(o.max_concurrent_streams, 500);
+  EXPECT_EQ(EffectiveMaxConcurrentStreams(o), 500);
   EXPECT_TRUE(ValidateServerOptions(o).ok());
+  // 0 (the default) derives the bound from the engine's limits.
+  auto a = Parse({"--max-queue=64", "--max-running", "16", "--max-concurrent-streams=0"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(EffectiveMaxConcurrentStreams(a->options), 16 + 64 + 64);
 
   auto b = Parse({"--prefix-caching=false", "--prefix-caching"});
   ASSERT_TRUE(b.ok());
@@ -81,6 +91,12 @@ TEST(ServeOptions, ErrorsNameTheOption) {
       {{"--prefix-caching=maybe"}, "--prefix-caching"},
       {{"--log-level=loud"}, "--log-level"},
       {{"--max-running=0"}, "--max-running"},
+      {{"--max-concurrent-streams=-1"},
+       "--max-concurrent-streams: -1 is outside the allowed range [0, 2147483647]"},
+      {{"--max-concurrent-streams=many"}, "--max-concurrent-streams: 'many' is not an integer"},
+      {{"--max-concurrent-streams=1e3"}, "--max-concurrent-streams: '1e3' is not an integer"},
+      {{"--max-concurrent-streams=4294967296"}, "--max-concurrent-streams"},
+      {{"--max-concurrent-streams"}, "--max-concurrent-streams needs a value"},
       {{"positional"}, "unexpected argument 'positional'"},
   };
   for (const Case& c : cases) {
@@ -110,12 +126,13 @@ TEST(ServeOptions, UsageListsEveryOptionWithDefault) {
         "--max-message-size", "--tls-cert", "--tls-key", "--tls-client-ca", "--log-level",
         "--model", "--weights", "--kv-cache", "--calibration-file", "--device", "--threads",
         "--kv-cache-memory", "--kv-block-size", "--max-batch-tokens", "--max-running",
-        "--max-queue", "--prefix-caching", "--context-length", "--seed-weights", "--help"}) {
+        "--max-queue", "--max-concurrent-streams=N", "--prefix-caching", "--context-length", "--seed-weights", "--help"}) {
     EXPECT_THAT(u, HasSubstr(name));
   }
   EXPECT_THAT(u, HasSubstr("(default: 50051)"));
   EXPECT_THAT(u, HasSubstr("(default: 30s)"));
   EXPECT_THAT(u, HasSubstr("(default: 9090)"));
+  EXPECT_THAT(u, HasSubstr("(default: 0, i.e. 384)"));
 }
 
 TEST(ServeOptions, SizesAndDurations) {

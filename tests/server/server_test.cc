@@ -1,5 +1,6 @@
 // The real server on a loopback port with a real engine (stories260K), driven by the real
 // C++ gRPC client. After every hostile request the server must still serve.
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -365,6 +366,78 @@ TEST(ServerTest, TwoHundredConcurrentStreamsAllComplete) {
   EXPECT_EQ(ok, kStreams);
   EXPECT_TRUE(live->EngineIdleWithin(std::chrono::seconds(5)));
   ExpectStillServing(*live);
+}
+
+// --max-concurrent-streams bounds the calls one connection has open in the server: with a
+// bound of 4, 32 concurrent Generate calls on one channel never have more than 4 streams in
+// the server at once (the rest wait in the client), every call still completes with a final
+// message, and a second connection is served meanwhile. Without the bound the engine holds
+// all 32 at once (64 tokens each, ignore_eos), so the peak check fails.
+TEST(ServerTest, MaxConcurrentStreamsBoundsOpenCallsPerConnection) {
+  REQUIRE_SHARED(model, kModel);
+  constexpr int kBound = 4;
+  constexpr int kCalls = 32;
+  ServerOptions o;
+  o.host = "127.0.0.1";
+  o.port = 0;
+  o.metrics_port = 0;
+  o.engine.model = model;
+  o.engine.threads = 1;
+  o.max_concurrent_streams = kBound;
+  auto created = Server::Create(o);
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<Server> server = std::move(*created);
+  auto channel = grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::Generation::NewStub(channel);
+  // One finished call first: the server's SETTINGS (with the bound) have reached the client.
+  ASSERT_TRUE(RunGenerate(stub.get(), Greedy(kPrompt, 2)).status.ok());
+
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> peak{0};
+  std::thread sampler([&] {
+    while (!done.load()) {
+      const int64_t n = server->service().active_streams();
+      if (n > peak.load()) peak.store(n);
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  });
+  std::vector<StreamResult> results(kCalls);
+  std::vector<std::thread> threads;
+  threads.reserve(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    threads.emplace_back([&, i] {
+      v1::GenerateRequest req = Greedy(kPrompt, 64);
+      req.set_ignore_eos(true);
+      results[i] = RunGenerate(stub.get(), req, std::chrono::seconds(120));
+    });
+  }
+  // A second connection is not limited by the first one's streams.
+  auto other = grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials());
+  auto other_stub = v1::Generation::NewStub(other);
+  const StreamResult side = RunGenerate(other_stub.get(), Greedy(kPrompt, 2));
+  for (auto& t : threads) t.join();
+  done = true;
+  sampler.join();
+
+  EXPECT_TRUE(side.status.ok()) << side.status.error_message();
+  int ok = 0;
+  for (const StreamResult& r : results) {
+    if (r.status.ok() && r.final_message() != nullptr &&
+        r.final_message()->usage().completion_tokens() == 64) {
+      ++ok;
+    } else {
+      ADD_FAILURE() << r.status.error_code() << " " << r.status.error_message();
+    }
+  }
+  EXPECT_EQ(ok, kCalls);
+  // The side call on the second connection may add one stream to the server-wide count.
+  EXPECT_LE(peak.load(), kBound + 1) << "streams open in the server at once";
+  EXPECT_GE(peak.load(), 2) << "the calls never overlapped; the test proves nothing";
+  std::printf("MAX_STREAMS bound=%d calls=%d peak_open=%lld\n", kBound, kCalls,
+              static_cast<long long>(peak.load()));
+  EXPECT_EQ(server->service().active_streams(), 0);
+  const StreamResult after = RunGenerate(stub.get(), Greedy(kPrompt, 4));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
 }
 
 TEST(ServerTest, MetricsCountRequests) {

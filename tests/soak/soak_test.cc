@@ -108,8 +108,10 @@ TEST_F(SoakTest, AboveCapacityHoldsMemoryAndCounts) {
   const int64_t peak_late = *std::max_element(rss.begin() + warm, rss.end());
   const double growth = static_cast<double>(peak_late - after_warmup) / after_warmup;
   // How far behind the server fell in refusing requests, per 10 s window after the warm-up:
-  // seconds of refusal latency mean requests queued inside gRPC, above the engine's bounded
-  // queue, which is what raises the RSS high-water mark when the machine is busy.
+  // seconds of refusal latency mean requests queued above the engine's bounded queue. Before
+  // --max-concurrent-streams they queued inside the server's gRPC and raised its RSS
+  // high-water mark when the machine was busy; with the bound (default max-running +
+  // max-queue + 64 per connection) they wait in the client instead.
   const auto [refusal_p99, refusal_at] = WorstRefusalP99(r, static_cast<double>(warm), 10.0);
   const bool idle = s.IdleWithin(seconds(30));
   const double server_total = MetricSum(s.Metrics(), "compressd_requests_total");
