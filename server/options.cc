@@ -165,6 +165,20 @@ const std::vector<OptionSpec>& Specs() {
       {"weights", "PRESET|FILE", "weight compression preset or recipe file",
        EngineStringSetter(&EngineOptions::weights),
        [](const ServerOptions& o) { return o.engine.weights; }},
+      {"weight-memory-budget", "BYTES",
+       "fit the linear layers' weights in this many bytes (per-layer formats from int2 to int8 "
+       "by least estimated error; 0 = off; leave --weights at auto)",
+       [](const std::string& v, ServerOptions& o) -> absl::Status {
+         if (v == "0") {
+           o.engine.weight_memory_budget = 0;
+           return absl::OkStatus();
+         }
+         auto b = ParseBytesFlag(v);
+         if (!b.ok()) return BadValue("weight-memory-budget", v, "a size such as 600MB");
+         o.engine.weight_memory_budget = *b;
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return std::to_string(o.engine.weight_memory_budget); }},
       {"kv-cache", "CODEC", "KV cache codec, combinations joined with '+'",
        EngineStringSetter(&EngineOptions::kv_cache),
        [](const ServerOptions& o) { return o.engine.kv_cache; }},

@@ -97,6 +97,7 @@ TEST(ServeOptions, ErrorsNameTheOption) {
       {{"--max-concurrent-streams=1e3"}, "--max-concurrent-streams: '1e3' is not an integer"},
       {{"--max-concurrent-streams=4294967296"}, "--max-concurrent-streams"},
       {{"--max-concurrent-streams"}, "--max-concurrent-streams needs a value"},
+      {{"--weight-memory-budget=lots"}, "--weight-memory-budget"},
       {{"positional"}, "unexpected argument 'positional'"},
   };
   for (const Case& c : cases) {
@@ -105,6 +106,16 @@ TEST(ServeOptions, ErrorsNameTheOption) {
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(p.status().message()), HasSubstr(c.fragment));
   }
+}
+
+TEST(ServeOptions, WeightMemoryBudget) {
+  auto p = Parse({"--weight-memory-budget", "600MiB"});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->options.engine.weight_memory_budget, int64_t{600} << 20);
+  auto off = Parse({"--weight-memory-budget=0"});
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->options.engine.weight_memory_budget, 0);
+  EXPECT_THAT(ServeUsage(), HasSubstr("--weight-memory-budget"));
 }
 
 TEST(ServeOptions, CrossFieldValidation) {
