@@ -3,10 +3,6 @@
 #include <algorithm>
 #include <chrono>
 
-namespace {
-constexpr int64_t kChunksPerThread = 8;
-}  // namespace
-
 namespace compressd {
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
@@ -83,10 +79,8 @@ void ThreadPool::ParallelFor(int64_t n, int64_t align,
   if (n <= 0) return;
   align = std::max<int64_t>(1, align);
   const int64_t units = (n + align - 1) / align;
-  // Below ~64k multiply-adds per thread the hand-off costs more than it saves (waking the
-  // worker and joining it costs microseconds, more on a virtual machine): the element-wise
-  // steps of a 16-token decode (norms, RoPE, residual adds) run on the calling thread.
-  constexpr int64_t kMinWorkPerThread = 1 << 16;
+  // Below ~32k multiply-adds per thread the hand-off costs more than it saves.
+  constexpr int64_t kMinWorkPerThread = 1 << 15;
   const int64_t total = n * std::max<int64_t>(1, cost_per_unit);
   const int64_t by_work = std::max<int64_t>(1, total / kMinWorkPerThread);
   const int threads =
@@ -95,21 +89,11 @@ void ThreadPool::ParallelFor(int64_t n, int64_t align,
     fn(0, n);
     return;
   }
-  // Dynamic chunks: each thread takes the next chunk until none is left, so a thread that
-  // was descheduled (or got slower rows) does not hold the others up at the join; a few
-  // chunks per thread keep the hand-out cheap. Kernels give the same result for any row
-  // range (kernels/gemm.h), so the split does not change any output.
-  const int64_t chunks = std::min<int64_t>(units, int64_t{threads} * kChunksPerThread);
-  std::atomic<int64_t> next{0};
   RunOnAll([&](int i) {
     if (i >= threads) return;
-    for (;;) {
-      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
-      if (c >= chunks) return;
-      const int64_t b = units * c / chunks * align;
-      const int64_t e = std::min(n, units * (c + 1) / chunks * align);
-      if (b < e) fn(b, e);
-    }
+    const int64_t b = units * i / threads * align;
+    const int64_t e = std::min(n, units * (i + 1) / threads * align);
+    if (b < e) fn(b, e);
   });
 }
 
