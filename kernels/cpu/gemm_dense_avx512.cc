@@ -355,9 +355,9 @@ void GemmBf16Dot(const PackedWeight& w, const float* x, int64_t n, float* y, int
     }
     float* yt = y + t0 * ldy;
     int64_t r = row_begin;
-    // Decode uses the same 4-row tiles as batches: 4 concurrent row streams read faster
-    // than 8 or 16 (1 thread, BF16 2048x2048..2048x8192, 4 KiB pages: 28-32 GB/s with 4 rows,
-    // 27-29 with 8, 15-19 with 16; software prefetch of the next tile made it slower).
+    if (nt == 1) {  // decode: 8 independent row streams (short rows: fewer tile overheads)
+      for (; r + 8 <= row_end; r += 8) MicroBf16Dot<8, 1>(wd + r * K, K, xb, Kp, K, yt + r, ldy);
+    }
     for (; r < row_end;) {
       const int64_t nr = row_end - r >= 4 ? 4 : row_end - r >= 2 ? 2 : 1;
       for (int64_t t = 0; t < nt; t += 4) {
