@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "kernels/quant.h"
+#include "kernels/quant_a8_avx512.h"
 
 namespace compressd::kernels {
 namespace {
@@ -50,8 +51,6 @@ struct Acts {
 // Quantizes n tokens; same arithmetic as QuantizeChunksQ8 (the reference).
 void PrepareActs(const float* x, int64_t n, int64_t cols, int64_t cp, int chunk_shift, int8_t* q,
                  float* s, float* sum, int64_t nb, int64_t ngp) {
-  const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
-  const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
   for (int64_t t = 0; t < n; ++t) {
     const float* xt = x + t * cols;
     int8_t* qt = q + t * nb * kBlock;
@@ -60,22 +59,10 @@ void PrepareActs(const float* x, int64_t n, int64_t cols, int64_t cp, int chunk_
     std::memset(sumt, 0, static_cast<size_t>(ngp) * sizeof(float));
     for (int64_t c = 0; c < nb * 4; ++c) {
       const int64_t c0 = c * kQuantChunk;
-      const int64_t len = std::clamp<int64_t>(cols - c0, 0, kQuantChunk);
-      const __mmask16 m0 = static_cast<__mmask16>(len >= 16 ? 0xffff : (1u << len) - 1u);
-      const __mmask16 m1 = static_cast<__mmask16>(len >= 32   ? 0xffff
-                                                  : len <= 16 ? 0
-                                                              : (1u << (len - 16)) - 1u);
-      const __m512 x0 = _mm512_maskz_loadu_ps(m0, xt + c0);
-      const __m512 x1 = _mm512_maskz_loadu_ps(m1, xt + c0 + 16);
-      const float amax =
-          _mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(x0, sign), _mm512_and_ps(x1, sign)));
-      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-      const float sc = amax / 127.0f;
-      const __m512 vinv = _mm512_set1_ps(inv);
-      __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vinv));  // MXCSR default: RNE
-      __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vinv));
-      q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim), nlim);
-      q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), nlim);
+      const a8::Chunk ch =
+          a8::QuantizeChunk32(xt + c0, std::clamp<int64_t>(cols - c0, 0, kQuantChunk));
+      const __m512i q0 = ch.q0, q1 = ch.q1;
+      const float sc = ch.scale;
       const int64_t b = c / 4, i = c % 4;
       _mm_storeu_si128(reinterpret_cast<__m128i*>(qt + b * kBlock + i * 16),
                        _mm512_cvtepi32_epi8(q0));
