@@ -22,6 +22,8 @@
 #include "kernels/gemm.h"
 #include "kernels/types.h"
 
+#include "tests/util/bench_helper.h"
+
 namespace compressd::kernels {
 namespace {
 
@@ -34,44 +36,6 @@ constexpr size_t kPoolBytes = size_t{128} << 20;  // 4x a 32 MiB L3
 
 using GemmFn = void (*)(const PackedWeight&, const float*, int64_t, float*, int64_t, int64_t,
                         int64_t);
-
-// A second thread that runs the upper half of the rows when told to; spins briefly, then
-// yields, so an idle benchmark does not steal a shared core.
-class Helper {
- public:
-  Helper() : thread_([this] { Loop(); }) {}
-  ~Helper() {
-    stop_.store(true);
-    go_.fetch_add(1);
-    thread_.join();
-  }
-  template <typename F>
-  void Start(F f) {
-    task_ = f;
-    done_.store(false, std::memory_order_relaxed);
-    go_.fetch_add(1, std::memory_order_release);
-  }
-  void Wait() {
-    while (!done_.load(std::memory_order_acquire)) std::this_thread::yield();
-  }
-
- private:
-  void Loop() {
-    uint64_t seen = 0;
-    for (;;) {
-      while (go_.load(std::memory_order_acquire) == seen) std::this_thread::yield();
-      ++seen;
-      if (stop_.load()) return;
-      task_();
-      done_.store(true, std::memory_order_release);
-    }
-  }
-  std::function<void()> task_;
-  std::atomic<uint64_t> go_{0};
-  std::atomic<bool> done_{true};
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
 
 void BM_GemmDense(benchmark::State& state) {
   const Shape shape = kShapes[state.range(0)];
@@ -117,7 +81,7 @@ void BM_GemmDense(benchmark::State& state) {
   w.rows = shape.rows;
   w.cols = shape.cols;
   w.data_bytes = bytes;
-  Helper helper;
+  compressd::testing::BenchHelper helper;
   const int64_t split = threads == 2 ? (shape.rows / 2 + 15) & ~int64_t{15} : shape.rows;
   size_t copy = 0;
   for (auto _ : state) {

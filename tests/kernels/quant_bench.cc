@@ -21,6 +21,8 @@
 #include "kernels/gemm.h"
 #include "kernels/quant.h"
 
+#include "tests/util/bench_helper.h"
+
 namespace compressd::kernels {
 namespace {
 
@@ -45,43 +47,6 @@ PackedQuant MakeWeight(const std::string& fmt, int64_t rows, int64_t cols) {
   return PackSpqr(w.data(), rows, cols, 3, 0.01f);
 }
 
-// Runs tasks on a second thread when told to; spins briefly, then yields, so an idle
-// benchmark does not steal a shared core.
-class Helper {
- public:
-  Helper() : thread_([this] { Loop(); }) {}
-  ~Helper() {
-    stop_.store(true);
-    go_.fetch_add(1);
-    thread_.join();
-  }
-  void Start(std::function<void()> f) {
-    task_ = std::move(f);
-    done_.store(false, std::memory_order_relaxed);
-    go_.fetch_add(1, std::memory_order_release);
-  }
-  void Wait() {
-    while (!done_.load(std::memory_order_acquire)) std::this_thread::yield();
-  }
-
- private:
-  void Loop() {
-    uint64_t seen = 0;
-    for (;;) {
-      while (go_.load(std::memory_order_acquire) == seen) std::this_thread::yield();
-      ++seen;
-      if (stop_.load()) return;
-      task_();
-      done_.store(true, std::memory_order_release);
-    }
-  }
-  std::function<void()> task_;
-  std::atomic<uint64_t> go_{0};
-  std::atomic<bool> done_{true};
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
-
 void BM_QuantGemm(benchmark::State& st, std::string fmt) {
   const Shape sh = kShapes[st.range(0)];
   const int64_t n = st.range(1);
@@ -100,7 +65,7 @@ void BM_QuantGemm(benchmark::State& st, std::string fmt) {
   std::normal_distribution<float> nd(0, 1.0f);
   std::vector<float> x(static_cast<size_t>(n * sh.cols)), y(static_cast<size_t>(n * sh.rows));
   for (auto& v : x) v = nd(rng);
-  Helper helper;
+  compressd::testing::BenchHelper helper;
   const int64_t mid = sh.rows / 2 / 4 * 4;
   size_t copy = 0;
   for (auto _ : st) {
