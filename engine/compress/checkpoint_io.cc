@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/core/logging.h"
+#include "kernels/dfloat11.h"
 #include "kernels/gemm.h"
 #include "kernels/ggml_quant.h"
 #include "kernels/sparse.h"
@@ -273,7 +274,7 @@ absl::StatusOr<Linear> CompressedCheckpointSource::Build(const std::string& name
   l.w.cols = e["cols"];
   const int kind = e["kind"], dtype = e["dtype"], bits = e["bits"], sp = e["sparsity"];
   if (l.w.rows <= 0 || l.w.cols <= 0) return bad("rows/cols must be positive");
-  if (kind < 0 || kind > 4) return bad("unknown kind");
+  if (kind < 0 || kind > 5) return bad("unknown kind");
   if (dtype < 0 || dtype > 9) return bad("unknown dtype");
   if (bits < 0 || bits > 32) return bad("bad bits");
   if (sp < 0 || sp > 3) return bad("unknown sparsity");
@@ -306,6 +307,8 @@ absl::StatusOr<Linear> CompressedCheckpointSource::Build(const std::string& name
     if (l.w.data_bytes != kernels::DenseBytes(f.dtype, l.w.rows, l.w.cols)) why = "data size";
   } else if (f.kind == kernels::WeightKind::kSparse) {
     why = kernels::ValidateSparse(l.w);
+  } else if (f.kind == kernels::WeightKind::kEntropy) {
+    why = kernels::ValidateDf11(l.w);
   } else if (f.kind == kernels::WeightKind::kQuant && f.variant >= 100) {
     why = kernels::ValidateGgufQuant(l.w);
   } else if (l.w.data_bytes == 0) {

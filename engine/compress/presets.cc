@@ -61,6 +61,8 @@ const std::vector<Preset>& Presets() {
       {"sparse50", "sparse-50", {}},
       {"2:4", "2:4", {}},
       {"gqsa", "gqsa-50", {}},
+      // Lossless: bf16 with Huffman-coded exponents (~11 bits/weight, engine/compress/dfloat11.h).
+      {"df11", "df11", {}},
   };
   return p;
 }

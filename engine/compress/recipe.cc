@@ -18,6 +18,10 @@
 #include "engine/compress/lowrank.h"
 #define COMPRESSD_HAVE_LOWRANK 1
 #endif
+#if __has_include("engine/compress/dfloat11.h")
+#include "engine/compress/dfloat11.h"
+#define COMPRESSD_HAVE_DF11 1
+#endif
 #if __has_include("engine/compress/sparse.h")
 #include "engine/compress/sparse.h"
 #define COMPRESSD_HAVE_SPARSE 1
@@ -112,6 +116,9 @@ const std::string& Recipe::FormatFor(const std::string& tensor_name) const {
 }
 
 absl::Status ValidateFormatName(const std::string& format) {
+#ifdef COMPRESSD_HAVE_DF11
+  if (IsDf11FormatName(format)) return absl::OkStatus();
+#endif
   if (IsLowRank(format)) {
 #ifdef COMPRESSD_HAVE_LOWRANK
     return ParseLowRank(format).status();
@@ -131,6 +138,9 @@ absl::Status ValidateFormatName(const std::string& format) {
 
 absl::StatusOr<Linear> CompressTensor(const TensorView& t, const std::string& format,
                                       const ActivationStats* stats, int threads) {
+#ifdef COMPRESSD_HAVE_DF11
+  if (IsDf11FormatName(format)) return CompressDf11(t);
+#endif
 #ifdef COMPRESSD_HAVE_LOWRANK
   if (IsLowRank(format)) {
     ASSIGN_OR_RETURN(LowRankParams p, ParseLowRank(format));

@@ -14,6 +14,8 @@ const FormatOps* OpsFor(WeightKind kind) {
       return &QuantFormatOps();
     case WeightKind::kSparse:
       return &SparseFormatOps();
+    case WeightKind::kEntropy:
+      return &Df11FormatOps();
     default:
       return nullptr;
   }

@@ -34,6 +34,8 @@ void DequantizeRows(const PackedWeight& w, int64_t row_begin, int64_t row_end, f
       return QuantFormatOps().dequantize_rows(w, row_begin, row_end, out);
     case WeightKind::kSparse:
       return SparseFormatOps().dequantize_rows(w, row_begin, row_end, out);
+    case WeightKind::kEntropy:
+      return Df11FormatOps().dequantize_rows(w, row_begin, row_end, out);
     default:
       return;
   }

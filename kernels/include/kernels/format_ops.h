@@ -2,6 +2,7 @@
 // dispatch on WeightFormat::kind to one of these tables, each defined in its own file:
 //   kQuant, kComposite -> QuantFormatOps()   (kernels/cpu/quant_ops.cc)
 //   kSparse            -> SparseFormatOps()  (kernels/cpu/sparse_ops.cc)
+//   kEntropy           -> Df11FormatOps()    (kernels/cpu/dfloat11.cc)
 // kDense is handled in gemm.cc; kLowRank is two GEMMs chained by the engine (Linear::first).
 #pragma once
 
@@ -23,5 +24,6 @@ struct FormatOps {
 
 const FormatOps& QuantFormatOps();
 const FormatOps& SparseFormatOps();
+const FormatOps& Df11FormatOps();
 
 }  // namespace compressd::kernels

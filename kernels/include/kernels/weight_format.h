@@ -16,6 +16,7 @@ enum class WeightKind : uint8_t {
   kLowRank = 2,    // W ~= U * V (two dense or quantized factors)
   kSparse = 3,     // bitmap/structured sparsity + values
   kComposite = 4,  // a base format plus a correction (outliers, residual)
+  kEntropy = 5,    // lossless entropy-coded values (DFloat11: kernels/dfloat11.h)
 };
 
 enum class SparsityPattern : uint8_t { kNone = 0, kUnstructured = 1, kTwoFour = 2, kGroup = 3 };
