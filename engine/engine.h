@@ -93,6 +93,13 @@ struct EngineOptions {
   int32_t max_running = 64;       // sequences decoded together
   int32_t max_queue = 256;        // waiting requests before RESOURCE_EXHAUSTED
   bool prefix_caching = true;
+  // KV pressure ladder (engine/sched/ladder.h): when blocks run out, recompress cold blocks of
+  // running sequences to the codec's next smaller step (int8 -> int4, int4 -> int2: two blocks
+  // into one) before preempting. Only codecs with KvCodec::CanDemote take it (int8/int4 and
+  // their kN/vN variants, on the CPU); others preempt as before. Never below
+  // kv_pressure_min_bits (2, 4 or 8; 8 turns the ladder off for every codec).
+  bool kv_pressure_ladder = true;
+  int32_t kv_pressure_min_bits = 2;
   int32_t context_length = 0;     // 0 = the model's
   uint64_t random_seed = 1234;    // for random:<shape> weights
 };
@@ -128,6 +135,13 @@ struct EngineStats {
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_used = 0;
   uint64_t preemptions_total = 0;
+  // KV pressure ladder: demotions (each merges two blocks into one at the smaller codec and
+  // frees one block), the codec step they took (labels: "int4" -> "int2"; empty when the
+  // ladder is off for this engine) and the engine-thread time spent re-encoding.
+  uint64_t kv_demotions_total = 0;
+  std::string kv_demotion_from;
+  std::string kv_demotion_to;
+  double kv_demotion_seconds_total = 0;
   uint64_t prompt_tokens_total = 0;
   uint64_t generation_tokens_total = 0;
   uint64_t prefix_cache_hits_total = 0;  // prompt tokens served from cached blocks

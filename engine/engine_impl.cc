@@ -20,6 +20,7 @@
 #include "engine/exec/runner.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/model/model_loader.h"
+#include "engine/sched/ladder.h"
 #include "engine/sched/scheduler.h"
 #include "engine/sched/sequence.h"
 #include "xxhash.h"
@@ -134,6 +135,16 @@ class EngineImpl : public Engine {
       mem = std::max<int64_t>(mem, static_cast<int64_t>(bpt * (context_ + g.block_size)));
     }
     ASSIGN_OR_RETURN(cache_, KvCache::Create(std::move(codec), mem));
+    if (opts_.kv_pressure_min_bits != 2 && opts_.kv_pressure_min_bits != 4 &&
+        opts_.kv_pressure_min_bits != 8) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--kv-pressure-min-bits %d: allowed 2, 4 or 8", opts_.kv_pressure_min_bits));
+    }
+    // The ladder runs where the codec can demote and the CPU runner reads the blocks (the
+    // CUDA runner's arena is fp16 only). demote_from_/to_ are written once, before the thread.
+    ladder_ = opts_.kv_pressure_ladder && opts_.device == "cpu" &&
+              cache_->codec().CanDemote(opts_.kv_pressure_min_bits, &demote_from_, &demote_to_);
+    if (!ladder_) demote_from_.clear(), demote_to_.clear();
     // The device is validated before anything runs on it: without CUDA compiled in or
     // without a GPU, --device cuda:N is a clear error, never a silent fallback.
     ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(opts_.device));
@@ -166,6 +177,8 @@ class EngineImpl : public Engine {
                                              : opts_.device;
     summary_.max_batch_tokens = opts_.max_batch_tokens;
     summary_.max_running = opts_.max_running;
+    if (ladder_)
+      LOG_INFO("KV pressure ladder: {} -> {} before preemption", demote_from_, demote_to_);
     LOG_INFO("engine ready: {} ({}), {} params, {:.1f} MB weights, kv {} {:.0f} B/token, "
              "capacity {} tokens, context {}",
              model_->id, c.architecture, summary_.parameters, summary_.weight_bytes / 1e6,
@@ -292,6 +305,10 @@ class EngineImpl : public Engine {
     s.kv_blocks_used = kv_used_.load();
     s.kv_usage_ratio = s.kv_blocks_total ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total : 0;
     s.preemptions_total = preemptions_.load();
+    s.kv_demotions_total = demotions_.load();
+    s.kv_demotion_from = demote_from_;
+    s.kv_demotion_to = demote_to_;
+    s.kv_demotion_seconds_total = demotion_ns_.load() * 1e-9;
     s.prompt_tokens_total = prompt_tokens_.load();
     s.generation_tokens_total = gen_tokens_.load();
     s.prefix_cache_hits_total = prefix_hits_.load();
@@ -424,6 +441,11 @@ class EngineImpl : public Engine {
       q.num_tokens = static_cast<int32_t>(s->tokens.size());
       q.num_computed = s->num_computed;
       q.blocks_held = static_cast<int32_t>(s->blocks.size());
+      q.demoted_blocks = s->demoted_blocks;
+      if (ladder_) {
+        q.demotable_blocks = static_cast<int32_t>(
+            PlanBlockMerges(ladder_cfg_, LadderTable(*s), s->num_computed / bs, INT32_MAX).size());
+      }
       run.push_back(q);
     }
     for (const auto& s : waiting_) {
@@ -466,6 +488,7 @@ class EngineImpl : public Engine {
       waiting_.push_back(std::move(*it));
       running_.erase(it);
     }
+    if (!plan.demotions.empty()) ApplyDemotions(plan.demotions, by_id);
     for (int64_t id : plan.admitted) {
       Sequence* s = by_id[id];
       auto it = std::find_if(waiting_.begin(), waiting_.end(),
@@ -497,7 +520,8 @@ class EngineImpl : public Engine {
     for (const auto& c : plan.chunks) {
       Sequence* s = by_id[c.id];
       // The scheduler's count may differ from the live one by prefix hits taken above.
-      const int32_t target_blocks = (s->num_computed + c.num_tokens + bs - 1) / bs;
+      const int32_t target_blocks =
+          (s->num_computed + c.num_tokens + bs - 1) / bs - s->demoted_blocks;
       while (static_cast<int32_t>(s->blocks.size()) < target_blocks) {
         const int32_t b = pool.Allocate();
         CHECK_MSG(b >= 0, "scheduler planned more blocks than are free");
@@ -509,6 +533,7 @@ class EngineImpl : public Engine {
       e.start_pos = s->num_computed;
       e.block_table = s->blocks.data();
       e.n_blocks = static_cast<int32_t>(s->blocks.size());
+      e.n_demoted = s->demoted_blocks;
       const bool reaches_end = s->num_computed + c.num_tokens == static_cast<int32_t>(s->tokens.size());
       e.logits = reaches_end ? LogitsMode::kLast : LogitsMode::kNone;
       batch.push_back(e);
@@ -562,7 +587,10 @@ class EngineImpl : public Engine {
         const int32_t computed_full = s.num_computed / bs;
         while (s.hashed_blocks < computed_full &&
                s.hashed_blocks < static_cast<int32_t>(s.block_hashes.size())) {
-          pool.SetHash(s.blocks[s.hashed_blocks], s.block_hashes[s.hashed_blocks]);
+          // Demoted blocks all precede the blocks not yet registered (ladder.h: only full,
+          // computed blocks are merged), so logical block i sits at table index i - D.
+          pool.SetHash(s.blocks[s.hashed_blocks - s.demoted_blocks],
+                       s.block_hashes[s.hashed_blocks]);
           ++s.hashed_blocks;
         }
       }
@@ -659,6 +687,70 @@ class EngineImpl : public Engine {
     for (int32_t b : s.blocks) cache_->pool().DecRef(b);
     s.blocks.clear();
     s.hashed_blocks = 0;
+    s.demoted_blocks = 0;
+  }
+
+  std::vector<LadderBlock> LadderTable(const Sequence& s) const {
+    const BlockPool& pool = cache_->pool();
+    std::vector<LadderBlock> t(s.blocks.size());
+    for (size_t i = 0; i < s.blocks.size(); ++i) {
+      t[i].demoted = pool.Demoted(s.blocks[i]);
+      t[i].shared = pool.RefCount(s.blocks[i]) > 1;
+    }
+    return t;
+  }
+
+  // Ladder step 1 (engine/sched/ladder.h): re-encode the planned pairs, all layers, on the
+  // thread pool (one unit per pair and layer: disjoint regions), then fix the metadata: the
+  // first block of each pair keeps the merged tokens, the second goes back to the pool. Both
+  // leave the prefix cache first, since their bytes no longer match their hashes.
+  void ApplyDemotions(const std::vector<ScheduledDemotion>& demotions,
+                      const absl::flat_hash_map<int64_t, Sequence*>& by_id) {
+    const auto t0 = Clock::now();
+    const int bs = cache_->block_size();
+    const int n_layers = model_->config.num_hidden_layers;
+    BlockPool& pool = cache_->pool();
+    struct Pair {
+      Sequence* s;
+      int32_t index;
+    };
+    std::vector<Pair> pairs;
+    for (const ScheduledDemotion& d : demotions) {
+      Sequence* s = by_id.at(d.id);
+      const std::vector<int32_t> idx =
+          PlanBlockMerges(ladder_cfg_, LadderTable(*s), s->num_computed / bs, d.merges);
+      CHECK_MSG(static_cast<int32_t>(idx.size()) == d.merges,
+                "scheduler planned more demotions than the sequence has");
+      for (int32_t i : idx) pairs.push_back({s, i});
+    }
+    const KvCodec& codec = cache_->codec();
+    pool_.ParallelFor(
+        static_cast<int64_t>(pairs.size()) * n_layers, 1,
+        [&](int64_t b, int64_t e) {
+          for (int64_t u = b; u < e; ++u) {
+            const Pair& p = pairs[u / n_layers];
+            const int l = static_cast<int>(u % n_layers);
+            const int32_t a = p.s->blocks[p.index], c = p.s->blocks[p.index + 1];
+            codec.Demote(l, cache_->Block(a, l), cache_->Block(c, l), cache_->Block(a, l));
+          }
+        },
+        int64_t{1} << 20);
+    // Metadata, last pair first so that earlier indices stay valid.
+    for (auto it = pairs.rbegin(); it != pairs.rend(); ++it) {
+      Sequence& s = *it->s;
+      const int32_t a = s.blocks[it->index], c = s.blocks[it->index + 1];
+      pool.Forget(a);
+      pool.Forget(c);
+      pool.SetDemoted(a);
+      pool.DecRef(c);
+      s.blocks.erase(s.blocks.begin() + it->index + 1);
+      ++s.demoted_blocks;
+    }
+    demotions_ += pairs.size();
+    demotion_ns_ += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+    LOG_DEBUG("KV ladder: demoted {} block pairs {} -> {} in {:.3f} ms", pairs.size(), demote_from_,
+              demote_to_, Seconds(Clock::now() - t0) * 1e3);
   }
 
   // Sends the final event (merging `ev` if given) and releases the sequence's blocks.
@@ -702,6 +794,9 @@ class EngineImpl : public Engine {
 #endif
   ModelSummary summary_;
   int32_t context_ = 0;
+  bool ladder_ = false;
+  LadderConfig ladder_cfg_;
+  std::string demote_from_, demote_to_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -723,7 +818,7 @@ class EngineImpl : public Engine {
   std::atomic<int32_t> running_count_{0}, waiting_count_{0};
   std::atomic<int64_t> kv_used_{0};
   std::atomic<uint64_t> preemptions_{0}, prompt_tokens_{0}, gen_tokens_{0}, prefix_hits_{0},
-      steps_{0};
+      steps_{0}, demotions_{0}, demotion_ns_{0};
 };
 
 }  // namespace

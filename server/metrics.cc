@@ -54,11 +54,11 @@ class Metrics::EngineCollector : public prometheus::Collectable {
   std::vector<prometheus::MetricFamily> Collect() const override {
     using prometheus::MetricType;
     const EngineStats s = stats_fn_ ? stats_fn_() : EngineStats{};
-    return {
+    std::vector<prometheus::MetricFamily> out = {
         Single("compressd_requests_running", "Requests being decoded.", MetricType::Gauge,
                s.running),
-        Single("compressd_requests_waiting", "Requests queued for admission.",
-               MetricType::Gauge, s.waiting),
+        Single("compressd_requests_waiting", "Requests queued for admission.", MetricType::Gauge,
+               s.waiting),
         Single("compressd_kv_cache_usage_ratio", "Fraction of KV cache blocks in use.",
                MetricType::Gauge, s.kv_usage_ratio),
         Single("compressd_kv_cache_bytes_per_token", "KV cache bytes per token (all layers).",
@@ -73,7 +73,26 @@ class Metrics::EngineCollector : public prometheus::Collectable {
                static_cast<double>(s.generation_tokens_total)),
         Single("compressd_prefix_cache_hits_total", "Prompt tokens served from the prefix cache.",
                MetricType::Counter, static_cast<double>(s.prefix_cache_hits_total)),
+        Single("compressd_kv_demotion_seconds_total",
+               "Engine time spent recompressing KV blocks under memory pressure.",
+               MetricType::Counter, s.kv_demotion_seconds_total),
     };
+    // KV pressure ladder, step 1 (step 2 is compressd_preemptions_total). Labelled by the codec
+    // step; present only when the engine's codec can demote.
+    if (!s.kv_demotion_from.empty()) {
+      prometheus::MetricFamily f;
+      f.name = "compressd_kv_blocks_demoted_total";
+      f.help =
+          "KV block pairs recompressed to a smaller codec under memory pressure instead of "
+          "preempting; each merges two blocks into one and frees one block.";
+      f.type = MetricType::Counter;
+      prometheus::ClientMetric m;
+      m.label = {{"from", s.kv_demotion_from}, {"to", s.kv_demotion_to}};
+      m.counter.value = static_cast<double>(s.kv_demotions_total);
+      f.metric.push_back(std::move(m));
+      out.push_back(std::move(f));
+    }
+    return out;
   }
 
  private:

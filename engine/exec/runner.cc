@@ -117,7 +117,7 @@ const float* ModelRunner::Forward(const std::vector<BatchEntry>& batch, int64_t*
         kernels::RopeRotateHalf(q_.data() + t * QD, c.num_attention_heads, hd, cs, sn);
         kernels::RopeRotateHalf(k_.data() + t * KVD, c.num_key_value_heads, hd, cs, sn);
         const BatchEntry& be = batch[entry_of_[t]];
-        const int32_t block = be.block_table[pos_[t] / bs];
+        const int32_t block = be.block_table[pos_[t] / bs - be.n_demoted];
         codec.Store(l, cache_->Block(block, l), pos_[t] % bs, k_.data() + t * KVD,
                     v_.data() + t * KVD);
       }
@@ -128,7 +128,8 @@ const float* ModelRunner::Forward(const std::vector<BatchEntry>& batch, int64_t*
       pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           if (pos_[t] % bs != bs - 1) continue;
-          codec.Seal(l, cache_->Block(batch[entry_of_[t]].block_table[pos_[t] / bs], l));
+          const BatchEntry& be = batch[entry_of_[t]];
+          codec.Seal(l, cache_->Block(be.block_table[pos_[t] / bs - be.n_demoted], l));
         }
       }, 16 * KVD * bs);
     };

@@ -23,6 +23,10 @@ struct BatchEntry {
   int32_t start_pos = 0;
   const int32_t* block_table = nullptr;  // covers positions [0, start_pos + n_tokens)
   int32_t n_blocks = 0;
+  // Blocks of the table that hold two blocks' tokens (KvCodec::Demote). They all precede the
+  // block holding start_pos, so position p >= start_pos is stored at table index
+  // p / block_size - n_demoted; Attend finds them from the blocks' own headers.
+  int32_t n_demoted = 0;
   LogitsMode logits = LogitsMode::kLast;
 };
 

@@ -5,7 +5,12 @@
 namespace compressd {
 
 BlockPool::BlockPool(int32_t n)
-    : refs_(n, 0), hash_of_(n, 0), hashed_(n, false), cached_pos_(n), in_cached_(n, false) {
+    : refs_(n, 0),
+      hash_of_(n, 0),
+      hashed_(n, false),
+      demoted_(n, false),
+      cached_pos_(n),
+      in_cached_(n, false) {
   free_.reserve(n);
   for (int32_t i = n - 1; i >= 0; --i) free_.push_back(i);
   num_free_ = n;
@@ -33,6 +38,7 @@ int32_t BlockPool::Allocate() {
   }
   CHECK(refs_[id] == 0);
   refs_[id] = 1;
+  demoted_[id] = false;
   --num_free_;
   return id;
 }

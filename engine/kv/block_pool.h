@@ -37,6 +37,14 @@ class BlockPool {
   bool Peek(uint64_t hash, bool* in_free) const;
   // Registers a full block's hash (first writer wins).
   void SetHash(int32_t id, uint64_t hash);
+  // Drops a block's registered hash, if any (its bytes are about to change: demotion).
+  void Forget(int32_t id) { Unhash(id); }
+  bool Hashed(int32_t id) const { return hashed_[id]; }
+
+  // Demoted blocks (KvCodec::Demote: one block holding two blocks' tokens). Allocate clears
+  // the mark; the block table's owner sets it.
+  void SetDemoted(int32_t id) { demoted_[id] = true; }
+  bool Demoted(int32_t id) const { return demoted_[id]; }
 
  private:
   void Unhash(int32_t id);
@@ -44,6 +52,7 @@ class BlockPool {
   std::vector<int32_t> refs_;
   std::vector<uint64_t> hash_of_;
   std::vector<bool> hashed_;
+  std::vector<bool> demoted_;
   std::vector<int32_t> free_;  // never-hashed free blocks (stack)
   std::list<int32_t> cached_;  // refcount-0 hashed blocks, oldest first
   std::vector<std::list<int32_t>::iterator> cached_pos_;

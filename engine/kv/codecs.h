@@ -57,6 +57,11 @@ size_t MiniCacheTotalBlockBytes(const KvCodec& codec);
 void MiniCacheDecode(const KvCodec& codec, int layer, const uint8_t* block, int h, int slot, int kv,
                      float* row);
 
+// Tests/diagnostics: decodes token `slot` of KV head h of a sealed or demoted (quant_demote.h)
+// block of a quantized codec ("int8|int4|int2", GEAR); false for other codecs.
+bool QuantKvDecodeToken(const KvCodec& codec, const uint8_t* block, int h, int slot, float* k,
+                        float* v);
+
 // Tests: fraction of calibration energy kept for K (kv = 0) or V (1); -1 if not a cskv codec.
 double CskvEnergyKept(const KvCodec& codec, int kv, int layer, int h);
 

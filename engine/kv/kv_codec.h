@@ -86,6 +86,22 @@ class KvCodec {
   // than through KvCache must allocate n_layers * LayerBlockBytes contiguous bytes per block.
   virtual bool SpansLayers() const { return false; }
 
+  // Capability: recompression under memory pressure (the first step of the KV pressure ladder,
+  // engine/sched/ladder.h). A codec that can demote returns true from CanDemote(min_bits, ...)
+  // when one demotion keeps every component at >= min_bits, and names the step for metrics
+  // (*from, *to: "int4" -> "int2"). Demote merges two sealed, full blocks of `layer` holding
+  // consecutive tokens (a: the older block_size tokens, b: the next block_size) into dst
+  // (which may alias a or b), holding 2 * block_size tokens in one region of LayerBlockBytes;
+  // the caller then frees the other block. A demoted region is recognised by Attend from its
+  // own bytes, wherever it sits before a sequence's last block; tokens are never stored into
+  // it again (so the runner maps position p after D demoted blocks to table index
+  // p / block_size - D, runner.h). Demote may run concurrently for distinct blocks.
+  virtual bool CanDemote(int /*min_bits*/, std::string* /*from*/, std::string* /*to*/) const {
+    return false;
+  }
+  virtual void Demote(int /*layer*/, const uint8_t* /*a*/, const uint8_t* /*b*/,
+                      uint8_t* /*dst*/) const {}
+
   // Average bytes of KV per token across all layers.
   double BytesPerToken() const {
     return static_cast<double>(LayerBlockBytes()) * geo_.n_layers / geo_.block_size;

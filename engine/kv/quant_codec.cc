@@ -10,18 +10,22 @@
 // token); the window's bytes are 2 * 2 * n_kv_heads * head_dim * block_size per layer per
 // sequence.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "engine/core/logging.h"
 #include "engine/kv/codecs.h"
+#include "engine/kv/quant_demote.h"
 #include "kernels/kv_quant.h"
+#include "kernels/ops.h"
 #include "kernels/types.h"
 
 namespace compressd {
@@ -32,6 +36,7 @@ class QuantKvCodec : public KvCodec {
   QuantKvCodec(const KvGeometry& g, const kernels::KvQuantLayout& l, bool clip, std::string name)
       : KvCodec(g), layout_(l), clip_(clip), name_(std::move(name)) {
     stage_elems_ = static_cast<size_t>(2) * g.n_kv_heads * g.block_size * g.head_dim;
+    can_demote_ = DemotedLayoutOf(l, 2, &demoted_);
   }
   std::string name() const override { return name_; }
   size_t LayerBlockBytes() const override { return layout_.BlockBytes(); }
@@ -67,6 +72,18 @@ class QuantKvCodec : public KvCodec {
 
   void Attend(int, const float* q, const uint8_t* const* blocks, int n_ctx, float scale,
               float* out, float* scratch, int head_begin, int head_end) const override {
+    if (can_demote_) {
+      // Demoted blocks (2 * block_size tokens each) can only precede the last block; a table
+      // without any takes the kernel's fast path unchanged.
+      const int bs = geo_.block_size;
+      for (int i = 0, covered = 0; covered < n_ctx; ++i) {
+        if (IsDemotedBlock(blocks[i])) {
+          AttendMixed(q, blocks, n_ctx, scale, out, scratch, head_begin, head_end);
+          return;
+        }
+        covered += bs;
+      }
+    }
     const uint8_t* last = blocks[(n_ctx - 1) / geo_.block_size];
     uint32_t state;
     std::memcpy(&state, last, 4);
@@ -87,7 +104,113 @@ class QuantKvCodec : public KvCodec {
 
   const kernels::KvQuantLayout& layout() const { return layout_; }
 
+  bool CanDemote(int min_bits, std::string* from, std::string* to) const override {
+    DemotedLayout d;
+    if (!DemotedLayoutOf(layout_, min_bits, &d)) return false;
+    auto label = [](int k, int v) {
+      return k == v ? absl::StrCat("int", k) : absl::StrCat("k", k, "v", v);
+    };
+    if (from != nullptr) *from = label(layout_.k_bits, layout_.v_bits);
+    if (to != nullptr) *to = label(d.k_bits, d.v_bits);
+    return true;
+  }
+
+  void Demote(int, const uint8_t* a, const uint8_t* b, uint8_t* dst) const override {
+    CHECK(can_demote_);
+    const int bs = geo_.block_size, hd = geo_.head_dim, T = 2 * bs;
+    const size_t n = static_cast<size_t>(geo_.n_kv_heads) * T * hd;
+    std::vector<float> k(n), v(n);
+    std::vector<uint8_t> enc(demoted_.BlockBytes());
+    for (int h = 0; h < geo_.n_kv_heads; ++h) {
+      const size_t off = static_cast<size_t>(h) * T * hd;
+      DecodeBaseHead(layout_, a, h, bs, k.data() + off, v.data() + off);
+      DecodeBaseHead(layout_, b, h, bs, k.data() + off + static_cast<size_t>(bs) * hd,
+                     v.data() + off + static_cast<size_t>(bs) * hd);
+    }
+    EncodeDemotedBlock(demoted_, k.data(), v.data(), clip_, enc.data());
+    std::memcpy(dst, enc.data(), enc.size());
+  }
+
+  // Decodes one token of a sealed or demoted block (tests and the mixed attention path).
+  void DecodeToken(const uint8_t* block, int h, int slot, float* k, float* v) const {
+    if (IsDemotedBlock(block)) {
+      DecodeDemotedToken(demoted_, block, h, slot, k, v);
+    } else {
+      kernels::KvQuantDecodeToken(layout_, block, h, slot, k, v);
+    }
+  }
+
  private:
+  // Attention over a table that holds demoted blocks: per KV head, the context's K and V are
+  // dequantized once into fp32 rows (sealed blocks with the kernels' scalar decoder, demoted
+  // ones with DecodeDemotedToken, the unsealed last block from its fp16 staging), then each
+  // query head of the range takes a plain softmax over them. Scalar; used only for sequences
+  // that the pressure ladder has touched.
+  void AttendMixed(const float* q, const uint8_t* const* blocks, int n_ctx, float scale, float* out,
+                   float* scratch, int head_begin, int head_end) const {
+    const int bs = geo_.block_size, hd = geo_.head_dim;
+    const int group = geo_.n_heads / geo_.n_kv_heads;
+    thread_local std::vector<float> kr, vr;
+    kr.resize(static_cast<size_t>(n_ctx) * hd);
+    vr.resize(kr.size());
+    // Where each block starts, and the staging of an unsealed last block.
+    const uint16_t* tail = nullptr;
+    int last = 0;
+    for (int i = 0, covered = 0; covered < n_ctx; ++i) {
+      last = i;
+      covered += IsDemotedBlock(blocks[i]) ? 2 * bs : bs;
+    }
+    uint32_t state;
+    std::memcpy(&state, blocks[last], 4);
+    if (state != kernels::kKvQuantSealed) {
+      absl::ReaderMutexLock lock(&mu_);
+      auto it = stage_.find(blocks[last]);
+      if (it == stage_.end()) {  // a runner bug, as in Attend
+        for (int i = head_begin * hd; i < head_end * hd; ++i) out[i] = 0.0f;
+        return;
+      }
+      tail = it->second.get();
+    }
+    const size_t half = stage_elems_ / 2;
+    for (int kvh = head_begin / group; kvh * group < head_end; ++kvh) {
+      for (int i = 0, t = 0; t < n_ctx; ++i) {
+        const bool demoted = IsDemotedBlock(blocks[i]);
+        const int cnt = std::min(demoted ? 2 * bs : bs, n_ctx - t);
+        float* kt = kr.data() + static_cast<size_t>(t) * hd;
+        float* vt = vr.data() + static_cast<size_t>(t) * hd;
+        if (i == last && tail != nullptr) {
+          const size_t base = static_cast<size_t>(kvh) * bs * hd;
+          for (size_t e = 0; e < static_cast<size_t>(cnt) * hd; ++e) {
+            kt[e] = kernels::F16ToF32(tail[base + e]);
+            vt[e] = kernels::F16ToF32(tail[half + base + e]);
+          }
+        } else if (demoted) {
+          DecodeDemotedHead(demoted_, blocks[i], kvh, cnt, kt, vt);
+        } else {
+          DecodeBaseHead(layout_, blocks[i], kvh, cnt, kt, vt);
+        }
+        t += cnt;
+      }
+      const int h_end = std::min(head_end, (kvh + 1) * group);
+      for (int h = std::max(head_begin, kvh * group); h < h_end; ++h) {
+        const float* qh = q + static_cast<size_t>(h) * hd;
+        // kernels::Dot / SoftmaxInPlace dispatch by CPU features (this file is built for the
+        // baseline ISA).
+        for (int t = 0; t < n_ctx; ++t) {
+          scratch[t] = kernels::Dot(qh, kr.data() + static_cast<size_t>(t) * hd, hd) * scale;
+        }
+        kernels::SoftmaxInPlace(scratch, n_ctx);
+        float* oh = out + static_cast<size_t>(h) * hd;
+        for (int d = 0; d < hd; ++d) oh[d] = 0.0f;
+        for (int t = 0; t < n_ctx; ++t) {
+          const float p = scratch[t];
+          const float* vt = vr.data() + static_cast<size_t>(t) * hd;
+          for (int d = 0; d < hd; ++d) oh[d] += p * vt[d];
+        }
+      }
+    }
+  }
+
   uint16_t* Stage(const uint8_t* block) const {
     absl::MutexLock lock(&mu_);
     auto& slot = stage_[block];
@@ -106,6 +229,8 @@ class QuantKvCodec : public KvCodec {
   bool clip_;
   std::string name_;
   size_t stage_elems_ = 0;
+  bool can_demote_ = false;
+  DemotedLayout demoted_;
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_map<const uint8_t*, std::unique_ptr<uint16_t[]>> stage_;
   mutable std::vector<std::unique_ptr<uint16_t[]>> free_;
@@ -214,6 +339,14 @@ std::unique_ptr<KvCodec> MakeQuantKvCodec(const std::string& name, const KvGeome
     return nullptr;
   }
   return std::make_unique<QuantKvCodec>(g, l, clip, name);
+}
+
+bool QuantKvDecodeToken(const KvCodec& codec, const uint8_t* block, int h, int slot, float* k,
+                        float* v) {
+  const auto* q = dynamic_cast<const QuantKvCodec*>(&codec);
+  if (q == nullptr) return false;
+  q->DecodeToken(block, h, slot, k, v);
+  return true;
 }
 
 }  // namespace compressd

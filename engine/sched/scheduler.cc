@@ -18,10 +18,13 @@ SchedulePlan Schedule(const SchedulerConfig& cfg, const std::vector<SchedSeq>& r
   std::vector<bool> preempted(n, false);
   std::vector<int> chunk_of(n, -1);  // index into plan.chunks
   int newest = n - 1;                // newest running sequence not yet preempted
+  std::vector<int32_t> demote(n, 0);  // merges planned per running sequence
 
   auto preempt = [&](int i) {
     preempted[i] = true;
-    free += running[i].blocks_held;
+    // Its planned demotions were counted as freed already; preemption frees the rest.
+    free += running[i].blocks_held - demote[i];
+    demote[i] = 0;
     if (chunk_of[i] >= 0) {
       ScheduledChunk& c = plan.chunks[chunk_of[i]];
       budget += c.num_tokens;
@@ -43,8 +46,18 @@ SchedulePlan Schedule(const SchedulerConfig& cfg, const std::vector<SchedSeq>& r
       if ((pass == 0) != is_decode) continue;
       if (budget <= 0) break;
       const int32_t take = static_cast<int32_t>(std::min<int64_t>(remaining, budget));
-      const int32_t need = std::max(0, BlocksFor(s.num_computed + take, cfg.block_size) -
-                                           s.blocks_held);
+      const int32_t need = std::max(
+          0, BlocksFor(s.num_computed + take, cfg.block_size) - s.blocks_held - s.demoted_blocks);
+      // Ladder step 1: demote, newest sequence first (i itself included).
+      for (int j = n - 1; j >= 0 && need > free; --j) {
+        if (preempted[j]) continue;
+        const int32_t take_d = static_cast<int32_t>(
+            std::min<int64_t>(running[j].demotable_blocks - demote[j], need - free));
+        if (take_d <= 0) continue;
+        demote[j] += take_d;
+        free += take_d;
+      }
+      // Step 2: preempt.
       while (need > free && newest >= 0 && newest != i) preempt(newest);
       if (need > free) {
         preempt(i);
@@ -60,8 +73,12 @@ SchedulePlan Schedule(const SchedulerConfig& cfg, const std::vector<SchedSeq>& r
                                    [](const ScheduledChunk& c) { return c.num_tokens == 0; }),
                     plan.chunks.end());
 
+  for (int i = 0; i < n; ++i) {
+    if (demote[i] > 0) plan.demotions.push_back({running[i].id, demote[i]});
+  }
+
   int running_count = n - static_cast<int>(plan.preempted.size());
-  if (plan.preempted.empty()) {
+  if (plan.preempted.empty() && plan.demotions.empty()) {
     std::vector<const SchedSeq*> order;
     for (const auto& w : waiting) order.push_back(&w);
     auto eff = [&](const SchedSeq* s) {

@@ -6,14 +6,20 @@
 // Rules:
 // - Running sequences first, oldest first; decodes (1 token) before prefill chunks; all
 //   under the per-step token budget (chunked prefill).
-// - A running sequence that needs a new block when none is free preempts the newest
-//   running sequence (recompute: its blocks are freed, it returns to the waiting queue);
-//   if it is itself the newest, it is preempted.
+// - A running sequence that needs a new block when none is free climbs the KV pressure
+//   ladder (ladder.h): first it demotes cold blocks of running sequences (each demotion
+//   merges two blocks into one and frees one), taking them from the newest running sequence
+//   first (its own included), the same order in which preemption picks victims, so the older
+//   requests keep full precision longest and a burst of new arrivals never degrades a request
+//   that is close to finishing; within a sequence, the oldest cold blocks first.
+//   Only when no demotable block is left anywhere does it preempt the newest running
+//   sequence (recompute: its blocks are freed, it returns to the waiting queue); if it is
+//   itself the newest, it is preempted. A preempted sequence's planned demotions are dropped.
 // - Waiting sequences are admitted by effective priority (priority + age / aging_steps),
 //   then arrival order, while there is budget, a running slot, and blocks for their first
 //   chunk above the watermark. Admission is strictly in order: a large request at the head
 //   is not overtaken by smaller ones (no starvation). Nothing is admitted in a step that
-//   preempted.
+//   preempted or demoted (the ladder makes room for running sequences, not for new ones).
 #pragma once
 
 #include <cstdint>
@@ -36,7 +42,11 @@ struct SchedSeq {
   int64_t waited_steps = 0;
   int32_t num_tokens = 0;      // tokens known (prompt + generated)
   int32_t num_computed = 0;    // tokens whose KV is in the cache
-  int32_t blocks_held = 0;
+  int32_t blocks_held = 0;     // physical blocks in its table
+  // Running sequences: blocks of its table that hold two blocks' tokens (demoted), and how
+  // many blocks demotion could free now (PlanBlockMerges; 0 when the ladder is off).
+  int32_t demoted_blocks = 0;
+  int32_t demotable_blocks = 0;
   // Waiting sequences: prompt tokens the prefix cache can supply, and how many of those
   // cached blocks currently sit in the free pool (reviving them consumes free blocks).
   int32_t prefix_hit_tokens = 0;
@@ -49,14 +59,21 @@ struct ScheduledChunk {
   int32_t new_blocks = 0;  // blocks to allocate before running
 };
 
+struct ScheduledDemotion {
+  int64_t id = 0;
+  int32_t merges = 0;  // oldest mergeable pairs to demote; each frees one block
+};
+
 struct SchedulePlan {
+  std::vector<ScheduledDemotion> demotions;  // applied before the chunks' blocks are allocated
   std::vector<ScheduledChunk> chunks;  // running first (oldest first), then admitted
   std::vector<int64_t> preempted;      // running sequences to free and requeue
   std::vector<int64_t> admitted;       // waiting sequences that start this step
   int32_t batch_tokens = 0;
 };
 
-// running: in admission order (oldest first). waiting: any order.
+// running: in admission order (oldest first). waiting: any order. Never plans more new blocks
+// than free_blocks plus what it preempts plus what it demotes.
 SchedulePlan Schedule(const SchedulerConfig& config, const std::vector<SchedSeq>& running,
                       const std::vector<SchedSeq>& waiting, int64_t free_blocks);
 

@@ -36,6 +36,9 @@ struct Sequence {
   std::vector<int32_t> blocks;  // block table
   std::vector<uint64_t> block_hashes;  // chained hashes of full blocks (prefix cache)
   int32_t hashed_blocks = 0;    // blocks registered in the pool's prefix cache
+  // Blocks of `blocks` holding two blocks' tokens (KV pressure ladder, sched/ladder.h); they all
+  // precede the block being filled, so logical block i >= hashed_blocks is blocks[i - D].
+  int32_t demoted_blocks = 0;
   uint64_t arrival = 0;
   int64_t waited_steps = 0;
   int32_t cached_tokens = 0;
