@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "kernels/ops.h"
 
 namespace compressd {
 namespace {
@@ -90,87 +92,172 @@ SampleResult Sampler::Sample(float* logits, int32_t V, const std::vector<int32_t
     r.logprob = lp.empty() ? 0.0f : lp[best];
     return r;
   }
-  // Probabilities with temperature over the whole vocabulary (O(V)); the filters below
-  // only need the head of the distribution, so sort just enough of it.
-  const double inv_t = 1.0 / p_.temperature;
-  float mx = logits[0];
-  for (int32_t i = 1; i < V; ++i) mx = std::max(mx, logits[i]);
-  std::vector<double> full(V);
-  double sum = 0;
-  for (int32_t i = 0; i < V; ++i) {
-    full[i] = std::exp((logits[i] - mx) * inv_t);
-    sum += full[i];
-  }
-  const int32_t k = (p_.top_k > 0 && p_.top_k < V) ? p_.top_k : V;
-  const bool filtered = k < V || (p_.top_p > 0 && p_.top_p < 1) || p_.min_p > 0;
-  std::vector<int32_t> idx;
-  std::vector<double> prob;
+  // Probabilities with temperature over the whole vocabulary: one vectorised softmax (the
+  // engine samples every running sequence each step, so this is paid batch-size times).
+  thread_local std::vector<float> prob;
+  prob.resize(V);
+  const float inv_t = 1.0f / p_.temperature;
+  for (int32_t i = 0; i < V; ++i) prob[i] = logits[i] * inv_t;
+  kernels::SoftmaxInPlace(prob.data(), V);
+  const bool filtered = (p_.top_k > 0 && p_.top_k < V) || (p_.top_p > 0 && p_.top_p < 1) ||
+                        p_.min_p > 0;
   if (!filtered) {
+    double sum = 0;
+    for (int32_t i = 0; i < V; ++i) sum += prob[i];
     std::uniform_real_distribution<double> u(0.0, sum);
     const double x = u(rng_);
     double c = 0;
     int32_t chosen = V - 1;
     for (int32_t i = 0; i < V; ++i) {
-      c += full[i];
+      c += prob[i];
       if (x < c) {
         chosen = i;
         break;
       }
     }
     r.token = chosen;
-    r.logprob = static_cast<float>(std::log(full[chosen] / sum));
+    r.logprob = static_cast<float>(std::log(prob[chosen] / sum));
     return r;
   }
-  auto cmp = [&](int32_t a, int32_t b) {
-    return full[a] > full[b] || (full[a] == full[b] && a < b);
-  };
-  idx.resize(V);
-  std::iota(idx.begin(), idx.end(), 0);
-  int32_t head = std::min<int32_t>(k, 1024);
-  for (;;) {
-    std::partial_sort(idx.begin(), idx.begin() + head, idx.end(), cmp);
-    double c = 0;
-    for (int32_t i = 0; i < head; ++i) c += full[idx[i]] / sum;
-    // Enough when the head covers top_k, or the top-p mass, or min-p's cut falls inside.
-    const bool top_p_done = p_.top_p > 0 && p_.top_p < 1 && c >= p_.top_p;
-    const bool min_p_done = p_.min_p > 0 && full[idx[head - 1]] < p_.min_p * full[idx[0]];
-    if (head == k || top_p_done || min_p_done) break;
-    head = std::min<int32_t>(k, head * 8);
+  const std::vector<int32_t> kept = KeptTokens(prob.data(), V, p_);
+  double total = 0;
+  for (int32_t t : kept) total += prob[t];
+  std::uniform_real_distribution<double> u(0.0, total);
+  const double x = u(rng_);
+  double c = 0;
+  int32_t chosen = kept.back();
+  for (int32_t t : kept) {
+    c += prob[t];
+    if (x < c) {
+      chosen = t;
+      break;
+    }
   }
-  idx.resize(head);
-  prob.resize(head);
-  for (int32_t i = 0; i < head; ++i) prob[i] = full[idx[i]] / sum;
-  size_t keep = idx.size();
-  if (p_.min_p > 0) {
-    const double thr = p_.min_p * prob[0];
-    while (keep > 1 && prob[keep - 1] < thr) --keep;
+  r.token = chosen;
+  r.logprob = static_cast<float>(std::log(prob[chosen] / total));
+  return r;
+}
+
+namespace {
+
+// Applies top-k, then min-p, then top-p to `sorted` (most likely first) in place.
+void Truncate(const float* p, int32_t V, const SamplingParams& sp, std::vector<int32_t>* sorted) {
+  const size_t k = (sp.top_k > 0 && sp.top_k < V) ? static_cast<size_t>(sp.top_k) : sorted->size();
+  size_t keep = std::min(k, sorted->size());
+  if (sp.min_p > 0) {
+    const float cut = sp.min_p * p[(*sorted)[0]];
+    while (keep > 1 && p[(*sorted)[keep - 1]] < cut) --keep;
   }
-  if (p_.top_p > 0 && p_.top_p < 1) {
+  if (sp.top_p > 0 && sp.top_p < 1) {
     double c = 0;
     for (size_t i = 0; i < keep; ++i) {
-      c += prob[i];
-      if (c >= p_.top_p) {
+      c += p[(*sorted)[i]];
+      if (c >= sp.top_p) {
         keep = i + 1;
         break;
       }
     }
   }
-  double total = 0;
-  for (size_t i = 0; i < keep; ++i) total += prob[i];
-  std::uniform_real_distribution<double> u(0.0, total);
-  const double x = u(rng_);
-  double c = 0;
-  size_t chosen = keep - 1;
-  for (size_t i = 0; i < keep; ++i) {
-    c += prob[i];
-    if (x < c) {
-      chosen = i;
-      break;
+  sorted->resize(keep);
+}
+
+}  // namespace
+
+std::vector<int32_t> KeptTokensRef(const float* p, int32_t V, const SamplingParams& sp) {
+  std::vector<int32_t> idx(V);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::sort(idx.begin(), idx.end(),
+            [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+  Truncate(p, V, sp, &idx);
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+std::vector<int32_t> KeptTokens(const float* p, int32_t V, const SamplingParams& sp) {
+  // Sort only the candidates with p >= tau. They are a prefix of the full order (every token
+  // at or above tau is in, every other below it), so the truncation gives the reference's
+  // answer once the kept prefix provably ends inside them: top-k is covered when there are
+  // >= k candidates, min-p when tau is at most its cut, top-p when the candidates' mass
+  // reaches top_p. Otherwise tau drops 64x (to 0 at the end: all tokens).
+  float pmax = 0;
+  for (int32_t i = 0; i < V; ++i) pmax = std::max(pmax, p[i]);
+  const size_t k = (sp.top_k > 0 && sp.top_k < V) ? static_cast<size_t>(sp.top_k) : V;
+  const float min_p_cut = sp.min_p > 0 ? sp.min_p * pmax : 0.0f;
+  const bool top_p = sp.top_p > 0 && sp.top_p < 1;
+  float tau = sp.min_p > 0 ? min_p_cut : pmax / 64;
+  // Candidates as one integer key each, (probability descending, id ascending): the bits of
+  // a non-negative float order like its value, so a plain integer sort (no indirect compare
+  // through p[]) gives the reference's order.
+  thread_local std::vector<uint64_t> keys;  // scratch: up to the vocabulary, reused
+  for (;;) {
+    keys.clear();
+    double mass = 0;
+    for (int32_t i = 0; i < V; ++i) {
+      if (p[i] >= tau) {
+        uint32_t bits;
+        std::memcpy(&bits, &p[i], sizeof(bits));
+        keys.push_back((static_cast<uint64_t>(~bits) << 32) | static_cast<uint32_t>(i));
+        mass += p[i];
+      }
     }
+    const bool covered = keys.size() >= k || keys.size() == static_cast<size_t>(V) ||
+                         (sp.min_p > 0 && tau <= min_p_cut) || (top_p && mass >= sp.top_p) ||
+                         tau <= 0;
+    if (covered) break;
+    tau = tau > 1e-30f ? tau / 64 : 0.0f;
   }
-  r.token = idx[chosen];
-  r.logprob = static_cast<float>(std::log(prob[chosen] / total));
-  return r;
+  // The keys are a prefix of the full order; each filter keeps a shorter prefix. None needs
+  // the prefix sorted, only selected: O(candidates) even when the distribution is flat.
+  auto prob_of = [&](uint64_t key) { return p[static_cast<uint32_t>(key)]; };
+  if (keys.size() > k) {
+    std::nth_element(keys.begin(), keys.begin() + static_cast<ptrdiff_t>(k), keys.end());
+    keys.resize(k);
+  }
+  if (sp.min_p > 0) {  // the most likely token always passes (min_p <= 1)
+    keys.erase(std::remove_if(keys.begin(), keys.end(),
+                              [&](uint64_t key) { return prob_of(key) < min_p_cut; }),
+               keys.end());
+  }
+  if (top_p) {
+    // Shortest prefix whose mass reaches top_p: halve the range holding the crossing with
+    // nth_element until it is small, then sort just that range and walk it.
+    size_t lo = 0, hi = keys.size();
+    double before = 0;  // mass of keys[0, lo)
+    while (hi - lo > 256) {
+      const size_t mid = lo + (hi - lo) / 2;
+      std::nth_element(keys.begin() + static_cast<ptrdiff_t>(lo),
+                       keys.begin() + static_cast<ptrdiff_t>(mid),
+                       keys.begin() + static_cast<ptrdiff_t>(hi));
+      double m = 0;
+      for (size_t i = lo; i < mid; ++i) m += prob_of(keys[i]);
+      if (before + m >= sp.top_p) {
+        hi = mid;
+      } else {
+        before += m;
+        lo = mid;
+      }
+    }
+    std::sort(keys.begin() + static_cast<ptrdiff_t>(lo), keys.begin() + static_cast<ptrdiff_t>(hi));
+    size_t keep = hi;
+    for (size_t i = lo; i < hi; ++i) {
+      before += prob_of(keys[i]);
+      if (before >= sp.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    keys.resize(keep);
+  }
+  // Ascending ids by marking (sorting up to the whole vocabulary again would cost more).
+  thread_local std::vector<uint8_t> in;
+  in.assign(V, 0);
+  for (uint64_t key : keys) in[static_cast<uint32_t>(key)] = 1;
+  std::vector<int32_t> kept;
+  kept.reserve(keys.size());
+  for (int32_t i = 0; i < V; ++i) {
+    if (in[i]) kept.push_back(i);
+  }
+  return kept;
 }
 
 }  // namespace compressd

@@ -1,6 +1,7 @@
 // Sampler: logits -> next token for one sequence, with penalties, temperature, top-k,
-// top-p, min-p and a per-request RNG (same seed => same tokens). Pure apart from the RNG
-// state it is handed; engine thread only.
+// top-p, min-p and a per-request RNG (same seed => same tokens on the same build and CPU:
+// probabilities come from the vectorised softmax). Pure apart from the RNG state it is
+// handed; one Sampler is used by one thread at a time (scratch is thread_local).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,13 @@ class Sampler {
   SamplingParams p_;
   std::mt19937_64 rng_;
 };
+
+// The ids (ascending) that top-k, then min-p, then top-p keep from probabilities p[0..vocab)
+// (summing to 1), each filter taking a prefix of the order "most likely first, ties: lower id
+// first"; at least one. KeptTokens selects among the candidates above a falling cut without
+// sorting them (O(vocab)); KeptTokensRef sorts the whole vocabulary (test oracle).
+std::vector<int32_t> KeptTokens(const float* p, int32_t vocab, const SamplingParams& params);
+std::vector<int32_t> KeptTokensRef(const float* p, int32_t vocab, const SamplingParams& params);
 
 // INVALID_ARGUMENT naming the field when a value is out of its range.
 absl::Status ValidateSamplingParams(const SamplingParams& p, int32_t vocab_size);

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/core/logging.h"
 #include "engine/engine.h"
+#include "engine/sched/sampler.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/commands.h"
 #include "server/cli/model_options.h"
@@ -40,7 +41,7 @@ struct RunResult {
 
 // Runs `streams` identical-shape requests at once; returns aggregate rates.
 absl::StatusOr<RunResult> RunOnce(Engine& engine, int prompt_len, int gen_len, int streams,
-                                  uint64_t seed) {
+                                  uint64_t seed, const SamplingParams& sampling) {
   const int32_t vocab = engine.Summary().vocab_size;
   std::mt19937_64 rng(seed);
   std::mutex mu;
@@ -59,7 +60,8 @@ absl::StatusOr<RunResult> RunOnce(Engine& engine, int prompt_len, int gen_len, i
     }
     req.max_tokens = gen_len;
     req.ignore_eos = true;
-    req.sampling.temperature = 0;
+    req.sampling = sampling;
+    req.sampling.seed = seed * 1000 + s;
     absl::Status st = engine.Submit(std::move(req), [&, s](GenerationEvent&& ev) {
       if (!ev.finished) return;
       std::lock_guard<std::mutex> lock(mu);
@@ -102,10 +104,13 @@ int RunBench(int argc, char** argv) {
   int32_t prompt_len = 128, gen_len = 128, repeats = 1;
   std::string concurrency_list = "1";
   bool json = false;
+  SamplingParams sampling;
+  sampling.temperature = 0;
   eo.model = "random:smollm2-135m";
   Args a("bench",
          "Measures prefill and decode tokens/s and peak resident memory through the engine. "
-         "Prompts are random token ids; generation is greedy with EOS ignored.");
+         "Prompts are random token ids; generation is greedy (or sampled with --temperature) "
+         "with EOS ignored.");
   AddEngineOptions(a, &eo, &log_level);
   a.Add("prompt-len", &prompt_len, "prompt tokens per request");
   a.Add("gen-len", &gen_len, "tokens generated per request");
@@ -113,6 +118,12 @@ int RunBench(int argc, char** argv) {
         "requests run at once (aggregate decode tokens/s); a comma-separated list (e.g. 1,16,64) "
         "measures each level on one loaded engine");
   a.Add("repeats", &repeats, "runs after one warm-up run; the best is reported");
+  a.Add("temperature", &sampling.temperature,
+        "sampling temperature (0 = greedy); with --top-p/--top-k/--min-p measures the sampler's "
+        "share of decode time at high concurrency");
+  a.Add("top-p", &sampling.top_p, "nucleus sampling mass (1 = off)");
+  a.Add("top-k", &sampling.top_k, "keep the k most likely tokens (0 = off)");
+  a.Add("min-p", &sampling.min_p, "drop tokens below min-p x the best token's probability (0 = off)");
   a.Add("json", &json, "print one JSON object (one per line for a list of concurrencies)");
   if (int rc = a.Parse(argc, argv); rc >= 0) return rc;
   InitLogging(log_level);
@@ -125,6 +136,10 @@ int RunBench(int argc, char** argv) {
       return 2;
     }
     levels.push_back(c);
+  }
+  if (absl::Status st = ValidateSamplingParams(sampling, 1 << 30); !st.ok()) {
+    std::fprintf(stderr, "compressd bench: %s\n", std::string(st.message()).c_str());
+    return 2;
   }
   if (prompt_len < 1 || gen_len < 2 || repeats < 1) {
     std::fprintf(stderr, "compressd bench: --prompt-len >= 1, --gen-len >= 2, --repeats >= 1\n");
@@ -143,7 +158,7 @@ int RunBench(int argc, char** argv) {
   const uint64_t rss_after_load = PeakRssBytes();
   Engine& engine = **engine_or;
   // Warm-up (page in weights, size buffers), then the measured runs.
-  auto warm = RunOnce(engine, std::min(prompt_len, 16), 4, 1, 7);
+  auto warm = RunOnce(engine, std::min(prompt_len, 16), 4, 1, 7, sampling);
   if (!warm.ok()) {
     std::fprintf(stderr, "compressd bench: %s\n", warm.status().ToString().c_str());
     return 1;
@@ -152,7 +167,7 @@ int RunBench(int argc, char** argv) {
   for (int32_t concurrency : levels) {
     RunResult best;
     for (int i = 0; i < repeats; ++i) {
-      auto r = RunOnce(engine, prompt_len, gen_len, concurrency, 100 + i);
+      auto r = RunOnce(engine, prompt_len, gen_len, concurrency, 100 + i, sampling);
       if (!r.ok()) {
         std::fprintf(stderr, "compressd bench: %s\n", r.status().ToString().c_str());
         return 1;
@@ -176,6 +191,10 @@ int RunBench(int argc, char** argv) {
       j["prompt_len"] = prompt_len;
       j["gen_len"] = gen_len;
       j["concurrency"] = levels[k];
+      j["temperature"] = sampling.temperature;
+      j["top_p"] = sampling.top_p;
+      j["top_k"] = sampling.top_k;
+      j["min_p"] = sampling.min_p;
       j["prefill_tokens_per_s"] = best.prefill_tokens_per_s;
       j["decode_tokens_per_s"] = best.decode_tokens_per_s;
       j["mean_ttft_s"] = best.ttft_s;

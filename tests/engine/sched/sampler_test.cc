@@ -1,9 +1,11 @@
 #include "engine/sched/sampler.h"
 
 #include <cmath>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/ops.h"
 
 namespace compressd {
 namespace {
@@ -134,6 +136,56 @@ TEST(Sampler, LargeVocabularyWithTopPSortsOnlyTheHead) {
     const int t = Sample(p, s, lg);
     EXPECT_TRUE(t == 5 || t == 77) << t;
   }
+}
+
+
+// KeptTokens (sorts only the candidates above a falling cut) against the full sort, over
+// peaked, flat and tied distributions and every filter combination.
+TEST(Sampler, KeptTokensMatchesTheFullSort) {
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 60; ++trial) {
+    const int32_t V = 1 + static_cast<int32_t>(rng() % 5000);
+    std::vector<float> p(V);
+    const int kind = trial % 4;
+    std::normal_distribution<float> n(0.0f, kind == 0 ? 0.01f : (kind == 1 ? 1.0f : 4.0f));
+    for (auto& x : p) x = kind == 3 ? static_cast<float>(rng() % 3) : n(rng);  // 3: many ties
+    kernels::SoftmaxInPlace(p.data(), V);
+    for (int top_k : {0, 1, 2, 40, 1000, V}) {
+      for (float top_p : {0.0f, 0.1f, 0.5f, 0.9f, 0.999f}) {
+        for (float min_p : {0.0f, 0.01f, 0.3f}) {
+          SamplingParams sp;
+          sp.temperature = 1;
+          sp.top_k = top_k;
+          sp.top_p = top_p;
+          sp.min_p = min_p;
+          EXPECT_EQ(KeptTokens(p.data(), V, sp), KeptTokensRef(p.data(), V, sp))
+              << "V=" << V << " kind=" << kind << " top_k=" << top_k << " top_p=" << top_p
+              << " min_p=" << min_p;
+        }
+      }
+    }
+  }
+}
+
+// Sampling follows the kept distribution: with top-p 0.9 over a known distribution, the
+// empirical frequencies of 20,000 draws match the renormalised probabilities.
+TEST(Sampler, TopPDrawsFollowTheKeptDistribution) {
+  const std::vector<float> logits = {std::log(0.5f), std::log(0.3f), std::log(0.15f),
+                                     std::log(0.05f)};
+  SamplingParams p;
+  p.temperature = 1;
+  p.top_p = 0.9f;  // keeps 0.5, 0.3, 0.15 (mass 0.95); renormalised 0.526, 0.316, 0.158
+  Sampler s(p, 11);
+  std::vector<int> seen(4, 0);
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    std::vector<float> l = logits;
+    ++seen[s.Sample(l.data(), 4, {}, {}, -1).token];
+  }
+  EXPECT_EQ(seen[3], 0);
+  EXPECT_NEAR(seen[0] / double(n), 0.5 / 0.95, 0.015);
+  EXPECT_NEAR(seen[1] / double(n), 0.3 / 0.95, 0.015);
+  EXPECT_NEAR(seen[2] / double(n), 0.15 / 0.95, 0.015);
 }
 
 }  // namespace
