@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "engine/core/logging.h"
 #include "server/cli/commands.h"
+#include "server/malloc_tuning.h"
 #include "server/options.h"
 #include "server/server.h"
 
@@ -39,6 +40,8 @@ int RunServe(int argc, char** argv) {
     return 2;
   }
   InitLogging(options.log_level);
+  // Before any thread exists (gRPC, the engine's pool): see server/malloc_tuning.h.
+  LOG_INFO("{}", server::TuneMallocForServing());
 
   // Block the signals before any thread exists so that every thread inherits the mask and
   // only sigtimedwait below receives them.
