@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <functional>
 #include <limits>
 
@@ -219,6 +220,28 @@ const std::vector<OptionSpec>& Specs() {
          return absl::OkStatus();
        },
        [](const ServerOptions& o) { return std::string(o.engine.prefix_caching ? "true" : "false"); }},
+      {"kv-pressure-ladder", "",
+       "when KV blocks run out, first recompress cold blocks of running requests to the next "
+       "smaller precision (int8 -> int4 or int4 -> int2, two blocks into one, once per block), "
+       "then preempt",
+       [](const std::string& v, ServerOptions& o) -> absl::Status {
+         ASSIGN_OR_RETURN(o.engine.kv_pressure_ladder, ParseBool("kv-pressure-ladder", v));
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) {
+         return std::string(o.engine.kv_pressure_ladder ? "true" : "false");
+       }},
+      {"kv-pressure-min-bits", "N",
+       "lowest KV precision the pressure ladder may recompress to: 2, 4 or 8 (8 = never)",
+       [](const std::string& v, ServerOptions& o) -> absl::Status {
+         int32_t x = 0;
+         if (!absl::SimpleAtoi(v, &x) || (x != 2 && x != 4 && x != 8)) {
+           return BadValue("kv-pressure-min-bits", v, "2, 4 or 8");
+         }
+         o.engine.kv_pressure_min_bits = x;
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return std::to_string(o.engine.kv_pressure_min_bits); }},
       {"context-length", "N", "context length (0 = the model's)",
        EngineIntSetter("context-length", &EngineOptions::context_length, 0, kInt32Max),
        [](const ServerOptions& o) { return std::to_string(o.engine.context_length); }},
@@ -260,29 +283,29 @@ absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
 }
 
 absl::StatusOr<int64_t> ParseBytesFlag(const std::string& text) {
-  std::string s = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
-  if (absl::EndsWith(s, "ib")) {
-    s.resize(s.size() - 2);
-  } else if (absl::EndsWith(s, "b")) {
-    s.resize(s.size() - 1);
-  }
-  int shift = 0;
-  if (!s.empty()) {
-    switch (s.back()) {
-      case 'k': shift = 10; break;
-      case 'm': shift = 20; break;
-      case 'g': shift = 30; break;
-      case 't': shift = 40; break;
-      default: break;
-    }
-    if (shift != 0) s.pop_back();
-  }
+  // Kubernetes' convention (deploy/ passes these straight through): k, M, G, T and kB, MB,
+  // GB, TB are powers of 1000; Ki, Mi, Gi, Ti and KiB, MiB, GiB, TiB powers of 1024.
+  const std::string s = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  size_t i = 0;
+  while (i < s.size() && (absl::ascii_isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  std::string unit(absl::StripLeadingAsciiWhitespace(s.substr(i)));
+  if (absl::EndsWith(unit, "b")) unit.pop_back();  // "mb" = "m", "mib" = "mi", "b" = ""
+  const bool binary = absl::EndsWith(unit, "i");
+  if (binary) unit.pop_back();
+  int power = -1;
+  if (unit.empty()) power = binary ? -1 : 0;
+  else if (unit == "k") power = 1;
+  else if (unit == "m") power = 2;
+  else if (unit == "g") power = 3;
+  else if (unit == "t") power = 4;
   double x = 0;
-  if (s.empty() || !absl::SimpleAtod(s, &x) || !(x >= 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("bad size '", text, "'"));
+  if (power < 0 || i == 0 || !absl::SimpleAtod(s.substr(0, i), &x) || !(x >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad size '", text, "' (a number with an optional unit: B, kB, MB, GB, TB = powers of "
+        "1000; KiB, MiB, GiB, TiB = powers of 1024)"));
   }
-  const double bytes = x * static_cast<double>(int64_t{1} << shift);
-  if (bytes > 9.0e18) return absl::InvalidArgumentError(absl::StrCat("size too large '", text, "'"));
+  const double bytes = x * std::pow(binary ? 1024.0 : 1000.0, power);
+  if (!(bytes <= 9.0e18)) return absl::InvalidArgumentError(absl::StrCat("size too large '", text, "'"));
   return static_cast<int64_t>(bytes);
 }
 

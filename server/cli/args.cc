@@ -8,28 +8,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/options.h"
 
 namespace compressd::cli {
 
 int64_t ParseBytes(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  double v;
-  if (i == 0 || !absl::SimpleAtod(s.substr(0, i), &v)) return -1;
-  std::string unit = s.substr(i);
-  for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  double mul = 1;
-  if (unit.empty() || unit == "b") mul = 1;
-  else if (unit == "k" || unit == "kb") mul = 1e3;
-  else if (unit == "m" || unit == "mb") mul = 1e6;
-  else if (unit == "g" || unit == "gb") mul = 1e9;
-  else if (unit == "kib") mul = 1024.0;
-  else if (unit == "mib") mul = 1024.0 * 1024;
-  else if (unit == "gib") mul = 1024.0 * 1024 * 1024;
-  else return -1;
-  const double r = v * mul;
-  if (!std::isfinite(r) || r > 9e18) return -1;
-  return static_cast<int64_t>(r);
+  // One size syntax for every subcommand and `serve` (server/options.h).
+  const absl::StatusOr<int64_t> b = server::ParseBytesFlag(s);
+  return b.ok() ? *b : -1;
 }
 
 Args::Args(std::string command, std::string summary)

@@ -29,6 +29,11 @@ void AddEngineOptions(Args& a, EngineOptions* o, std::string* log_level) {
   a.Add("kv-block-size", &o->kv_block_size, "tokens per KV cache block");
   a.Add("max-batch-tokens", &o->max_batch_tokens, "token budget of one engine step (prefill chunk size)");
   a.Add("max-running", &o->max_running, "sequences decoded together");
+  a.Add("kv-pressure-ladder", &o->kv_pressure_ladder,
+        "when KV blocks run out, recompress cold blocks (int8 -> int4, int4 -> int2) before "
+        "preempting");
+  a.Add("kv-pressure-min-bits", &o->kv_pressure_min_bits,
+        "lowest precision the KV pressure ladder may use: 2, 4 or 8 (8 = never)");
   a.Add("calibration-file", &o->calibration_file, "text for calibration-based compression");
   int64_t* seed = reinterpret_cast<int64_t*>(&o->random_seed);
   a.Add("seed-weights", seed, "seed of random:<shape> weights");

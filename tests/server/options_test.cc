@@ -38,7 +38,7 @@ TEST(ServeOptions, Defaults) {
 TEST(ServeOptions, ParsesEveryForm) {
   auto p = Parse({"--model", "random:tiny", "--port=0", "--metrics-port", "0", "--host=127.0.0.1",
                   "--drain-timeout=1.5m", "--max-message-size=8MiB", "--max-queue", "7",
-                  "--no-prefix-caching", "--kv-cache-memory=1G", "--threads=2",
+                  "--no-prefix-caching", "--kv-cache-memory=1Gi", "--threads=2",
                   "--context-length", "128", "--tls-cert=c.pem", "--tls-key", "k.pem",
                   "--tls-client-ca=ca.pem", "--log-level=warn", "--seed-weights=9",
                   "--max-concurrent-streams", "500"});
@@ -148,9 +148,23 @@ TEST(ServeOptions, UsageListsEveryOptionWithDefault) {
 
 TEST(ServeOptions, SizesAndDurations) {
   EXPECT_EQ(*ParseBytesFlag("1024"), 1024);
-  EXPECT_EQ(*ParseBytesFlag("4k"), 4096);
+  // Kubernetes' convention: k/M/G/T (with or without B) are decimal, Ki/Mi/Gi/Ti binary.
+  // serve and the other subcommands used to disagree on "1GB" (2^30 here, 10^9 there).
+  EXPECT_EQ(*ParseBytesFlag("0"), 0);
+  EXPECT_EQ(*ParseBytesFlag("4k"), 4000);
+  EXPECT_EQ(*ParseBytesFlag("4kB"), 4000);
+  EXPECT_EQ(*ParseBytesFlag("4Ki"), 4096);
+  EXPECT_EQ(*ParseBytesFlag("96KiB"), 96 * 1024);
   EXPECT_EQ(*ParseBytesFlag("2MiB"), 2 << 20);
-  EXPECT_EQ(*ParseBytesFlag("1.5GB"), int64_t{3} << 29);
+  EXPECT_EQ(*ParseBytesFlag("600MB"), 600000000);
+  EXPECT_EQ(*ParseBytesFlag("1.5GB"), 1500000000);
+  EXPECT_EQ(*ParseBytesFlag("8Gi"), int64_t{8} << 30);
+  EXPECT_EQ(*ParseBytesFlag(" 1 TB "), int64_t{1000000000000});
+  EXPECT_EQ(*ParseBytesFlag("1TiB"), int64_t{1} << 40);
+  EXPECT_FALSE(ParseBytesFlag("1iB").ok());
+  EXPECT_FALSE(ParseBytesFlag("1PB").ok());
+  EXPECT_FALSE(ParseBytesFlag("MB").ok());
+  EXPECT_FALSE(ParseBytesFlag("1e999").ok());
   EXPECT_FALSE(ParseBytesFlag("").ok());
   EXPECT_FALSE(ParseBytesFlag("lots").ok());
   EXPECT_FALSE(ParseBytesFlag("-1").ok());
@@ -193,6 +207,31 @@ TEST(Metrics, RegistryHasEveryContractName) {
     EXPECT_THAT(text, HasSubstr(name));
   }
   EXPECT_EQ((*m)->port(), 0);
+}
+
+}  // namespace
+}  // namespace compressd::server
+
+namespace compressd::server {
+namespace {
+
+TEST(ServeOptions, KvPressureLadder) {
+  auto p = Parse({"--model", "random:tiny"});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->options.engine.kv_pressure_ladder);
+  EXPECT_EQ(p->options.engine.kv_pressure_min_bits, 2);
+  p = Parse({"--model", "random:tiny", "--no-kv-pressure-ladder",
+                             "--kv-pressure-min-bits=4"});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_FALSE(p->options.engine.kv_pressure_ladder);
+  EXPECT_EQ(p->options.engine.kv_pressure_min_bits, 4);
+  for (const char* bad : {"3", "0", "16", "two"}) {
+    auto q = Parse({"--model", "random:tiny", "--kv-pressure-min-bits", bad});
+    ASSERT_FALSE(q.ok()) << bad;
+    EXPECT_NE(std::string(q.status().message()).find("kv-pressure-min-bits"), std::string::npos)
+        << q.status();
+  }
+  EXPECT_NE(ServeUsage().find("--kv-pressure-ladder"), std::string::npos);
 }
 
 }  // namespace
