@@ -22,6 +22,8 @@ struct Shape {
 
 constexpr Shape kShapes[] = {
     {"tiny", "llama", 64, 172, 2, 4, 2, 512, 256, 10000.f, true, false, false},
+    // tiny with an 8k context: long-prompt tests (4k-token prompts) in milliseconds.
+    {"tiny-8k", "llama", 64, 172, 2, 4, 2, 512, 8192, 10000.f, true, false, false},
     {"smollm2-135m", "llama", 576, 1536, 30, 9, 3, 49152, 8192, 100000.f, true, false, false},
     {"llama-3.2-1b", "llama", 2048, 8192, 16, 32, 8, 128256, 131072, 500000.f, true, false, true},
     {"llama-3.1-8b", "llama", 4096, 14336, 32, 32, 8, 128256, 131072, 500000.f, false, false,

@@ -19,7 +19,7 @@ constexpr char kUsage[] =
     "  eval      perplexity, KL divergence and top-1 agreement on a text file\n"
     "  compress  write a compressed checkpoint that loads without recompressing\n\n"
     "Models: a Hugging Face directory (config.json, *.safetensors, tokenizer.json), a .gguf\n"
-    "file, or random:<shape> (tiny, smollm2-135m, llama-3.2-1b, llama-3.1-8b, qwen2-0.5b)\n"
+    "file, or random:<shape> (tiny, tiny-8k, smollm2-135m, llama-3.2-1b, llama-3.1-8b, qwen2-0.5b)\n"
     "for random weights of a real shape.\n";
 
 }  // namespace

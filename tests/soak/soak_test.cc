@@ -256,6 +256,40 @@ TEST_F(FaultTest, KvCacheExhaustion) {
   ExpectStillServing(s, "after-kv");
 }
 
+// KV exhaustion with 4k-token prompts (the case): random:tiny-8k (8k context) with a
+// pool of ~12k tokens, so at most two or three of these sequences fit at once while six are
+// offered. Long prompts are prefilled in chunks, preempted and recomputed; each request ends
+// cleanly and the server stays healthy.
+TEST_F(FaultTest, KvCacheExhaustionWith4kTokenPrompts) {
+  ServerProc s;
+  ASSERT_TRUE(s.Start(dir_, {"--model", "random:tiny-8k", "--kv-cache-memory", "3MiB",
+                             "--kv-block-size", "16", "--threads", "1"}));
+  ASSERT_TRUE(s.WaitMetrics(seconds(60))) << s.child.Output();
+  // ~7.5 tokens per synthetic word with this vocabulary: 530-560 words are ~4k tokens.
+  const LoadResult r = RunLoadtest(
+      dir_, s.target(),
+      {"--num_requests", "12", "--concurrency", "6", "--input_len", "uniform:530,560",
+       "--max_tokens", "32", "--timeout", "300"},
+      seconds(600), "kv4k");
+  ASSERT_TRUE(s.child.Running()) << s.child.Output();
+  EXPECT_EQ(r.total, 12) << Describe(r);
+  EXPECT_EQ(r.ok_without_final, 0);
+  for (const auto& [status, n] : r.by_status) {
+    EXPECT_TRUE(status == "OK" || status == "RESOURCE_EXHAUSTED") << status << " x" << n;
+  }
+  EXPECT_GT(Count(r, "OK"), 0) << Describe(r);
+  EXPECT_TRUE(s.IdleWithin(seconds(30))) << s.Metrics();
+  const std::string m = s.Metrics();
+  const double preemptions = MetricSum(m, "compressd_preemptions_total");
+  const double prompt_tokens = MetricSum(m, "compressd_prompt_tokens_total");
+  // The prompts really were ~4k tokens each (counted by the server, not the client).
+  EXPECT_GT(prompt_tokens, 3500.0 * Count(r, "OK")) << m;
+  EXPECT_GT(preemptions + Count(r, "RESOURCE_EXHAUSTED"), 0) << Describe(r);
+  std::printf("KV4K %s preemptions=%.0f prompt_tokens=%.0f\n", Describe(r).c_str(), preemptions,
+              prompt_tokens);
+  ExpectStillServing(s, "after-kv4k");
+}
+
 // A model path that does not exist: exit non-zero quickly, naming the path.
 TEST_F(FaultTest, MalformedModelPathExitsNonZero) {
   for (const std::string& model :
