@@ -573,7 +573,26 @@ class EngineImpl : public Engine {
 #endif
     ++steps_;
     const int32_t V = model_->config.vocab_size;
-    int64_t row = 0;
+    // Sample every sequence that produced logits, on the pool: each Sampler only touches its
+    // own sequence and logits row, and at 64 streams the samplers cost as much as a matmul.
+    std::vector<SampleResult> sampled;
+    {
+      std::vector<std::pair<Sequence*, float*>> todo;
+      int64_t r = 0;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (batch[i].logits != LogitsMode::kLast) continue;
+        todo.push_back({batch_seqs[i], const_cast<float*>(logits) + r * V});
+        ++r;
+      }
+      sampled.resize(todo.size());
+      pool_.ParallelFor(static_cast<int64_t>(todo.size()), 1, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          Sequence& s = *todo[k].first;
+          sampled[k] = s.sampler.Sample(todo[k].second, V, s.tokens, s.counts, s.req.top_logprobs);
+        }
+      }, /*cost_per_unit=*/int64_t{8} * V);
+    }
+    size_t next_sample = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
       Sequence& s = *batch_seqs[i];
       const bool was_prefill = s.num_computed < s.prompt_len;
@@ -595,11 +614,9 @@ class EngineImpl : public Engine {
         }
       }
       if (batch[i].logits != LogitsMode::kLast) continue;
-      float* lg = const_cast<float*>(logits) + row * V;
-      ++row;
-      OnLogits(s, lg, V);
+      OnSampled(s, std::move(sampled[next_sample++]));
     }
-    // Finished sequences were marked by OnLogits.
+    // Finished sequences were marked by OnSampled.
     for (auto& s : running_) {
       if (s && finished_.contains(s->id)) {
         s.reset();
@@ -611,8 +628,8 @@ class EngineImpl : public Engine {
     DeliverFinals();
   }
 
-  void OnLogits(Sequence& s, float* logits, int32_t V) {
-    SampleResult r = s.sampler.Sample(logits, V, s.tokens, s.counts, s.req.top_logprobs);
+  // Appends the sampled token and emits its event (finishing the sequence when it ends).
+  void OnSampled(Sequence& s, SampleResult r) {
     const int32_t tok = r.token;
     s.tokens.push_back(tok);
     ++s.counts[tok];
