@@ -38,6 +38,11 @@ namespace {
 
 constexpr int64_t kBlock = 128;      // columns per 64-byte code block
 constexpr int64_t kTokenBlock = 64;  // tokens whose activations are prepared together
+// Decode tiles are 4 rows (8 rows spilled and measured ~1.5x slower). Each row's codes are
+// prefetched kPrefetch bytes ahead: 4 sequential streams per thread did not keep enough
+// DRAM reads in flight on Zen 4 (cold 2048x8192 GEMV ~15% faster, hot unchanged).
+constexpr int kDecodeRows = 4;
+constexpr int64_t kPrefetch = 768;
 constexpr int kMaxT = 6;             // 2 rows x 6 tokens: 12 accumulators, ~28 zmm live
 
 struct Acts {
@@ -118,6 +123,7 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const uint8_t* p = codes[r] + b * 64;
+        _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
         const __m512i wv =
             b < full_blocks ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(0xffffffffull, p);
         lo[r] = _mm512_and_si512(wv, nib);
@@ -190,7 +196,7 @@ template <bool WIDE>
 void RowTiles(int nr, const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng,
               int64_t cp, int chunk_shift, const Acts& a, int64_t n, const int64_t* rows,
               float* y, int64_t ldy) {
-  if (nr == 4) {
+  if (nr >= 4) {
     RowsAllTokens<WIDE, 4>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
   } else if (nr >= 2) {
     RowsAllTokens<WIDE, 2>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
@@ -240,7 +246,7 @@ void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float*
     // tokens, so each decoded code block serves 12 (row, token) dot products.
     // Batches go panel by panel: a panel's codes (~64 KiB) stay in L2 while each group of
     // kMaxT tokens sweeps it with its activations (~3 KiB per 2048 columns and token) in L1.
-    const int rb = nt == 1 ? 4 : 2;
+    const int rb = nt == 1 ? kDecodeRows : 2;
     const int64_t panel = nt == 1 ? row_end - row_begin
                                   : std::max<int64_t>(4, (int64_t{64} << 10) / row_bytes / 2 * 2);
     for (int64_t p0 = row_begin; p0 < row_end; p0 += panel) {
@@ -252,9 +258,9 @@ void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float*
         at.s += t * a.nb * 16;
         at.sum += t * a.ngp;
         for (int64_t r = p0; r < p1;) {
-          const uint8_t* codes[4];
-          const GroupScale* gs[4];
-          int64_t rows[4];
+          const uint8_t* codes[kDecodeRows];
+          const GroupScale* gs[kDecodeRows];
+          int64_t rows[kDecodeRows];
           const int nr = static_cast<int>(std::min<int64_t>(rb, p1 - r));
           for (int i = 0; i < nr; ++i) {
             codes[i] = base + (r + i) * row_bytes;

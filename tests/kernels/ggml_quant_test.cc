@@ -83,7 +83,9 @@ using GemmFn = void (*)(const PackedWeight&, const float*, int64_t, float*, int6
 
 TEST(GgufQuant, GemmParity) {
   const CpuFeatures& f = GetCpuFeatures();
-  std::vector<std::pair<const char*, GemmFn>> paths = {{"ops", GgufQuantFormatOps().gemm}};
+  std::vector<std::pair<const char*, GemmFn>> paths;
+  // With VNNI the table takes the int8-activation path, checked in GemmA8Parity.
+  if (!GgufUsesA8(GgufQ4_0Format())) paths.push_back({"ops", GgufQuantFormatOps().gemm});
   if (f.avx2 && f.fma && f.f16c) paths.push_back({"avx2", &GemmGgufAvx2});
   if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq) paths.push_back({"avx512", &GemmGgufAvx512});
   std::mt19937 rng(3);
@@ -111,6 +113,91 @@ TEST(GgufQuant, GemmParity) {
           std::vector<float> all(n * rows);
           GgufQuantFormatOps().gemm(b.w, x.data(), n, all.data(), rows, 0, rows);
           for (int64_t r = 1; r < rows; ++r) ASSERT_EQ(one[r], all[r]);
+        }
+      }
+    }
+  }
+}
+
+// The A8 oracle stays within the activation rounding bound of the exact product:
+// |y - exact| <= sum_c |w_c| * s_block(c) / 2.
+TEST(GgufQuant, A8RefWithinActivationRounding) {
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (bool q8 : {true, false}) {
+    const int64_t rows = 6, cols = 1056, n = 3;
+    Blocks b = Make(q8, rows, cols, rng);
+    std::vector<float> x(n * cols);
+    for (float& v : x) v = u(rng);
+    std::vector<float> exact(n * rows), y(n * rows);
+    GemmRef(b.w, x.data(), n, exact.data(), rows, 0, rows);
+    GemmGgufA8Ref(b.w, x.data(), n, y.data(), rows, 0, rows);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        double bound = 0.0;
+        for (int64_t c0 = 0; c0 < cols; c0 += 32) {
+          float amax = 0.0f;
+          for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[t * cols + c0 + j]));
+          for (int j = 0; j < 32; ++j)
+            bound += std::fabs(b.expect[r * cols + c0 + j]) * (amax / 127.0f) / 2;
+        }
+        EXPECT_LE(std::fabs(y[t * rows + r] - exact[t * rows + r]), bound * 1.001 + 1e-6)
+            << "q8=" << q8 << " t=" << t << " r=" << r;
+      }
+    }
+  }
+}
+
+TEST(GgufQuant, GemmA8Parity) {
+  const CpuFeatures& f = GetCpuFeatures();
+  if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni)) {
+    GTEST_SKIP() << "no AVX-512 VNNI";
+  }
+  std::vector<std::pair<const char*, GemmFn>> paths = {{"a8", &GemmGgufA8Avx512}};
+  if (GgufUsesA8(GgufQ8_0Format())) paths.push_back({"ops", GgufQuantFormatOps().gemm});
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (bool q8 : {true, false}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {7, 96}, {9, 1056}, {5, 2048},
+                              {13, 544}}) {
+      Blocks b = Make(q8, rows, cols, rng);
+      for (int64_t n : {1, 2, 3, 4, 5, 9, 70}) {
+        std::vector<float> x(n * cols);
+        for (float& v : x) v = u(rng);
+        if (n == 2) std::fill(x.begin() + cols, x.begin() + cols + 32, 0.0f);  // an amax-0 block
+        std::vector<float> ref(n * rows), y(n * rows);
+        GemmGgufA8Ref(b.w, x.data(), n, ref.data(), rows, 0, rows);
+        // Scale of the products: sum of |d * s * q * qx| <= 0.05 * (1/127) * 128 * 127 * cols.
+        const double tol = 1e-6 * 0.05 * 128 * static_cast<double>(cols);
+        for (auto [name, fn] : paths) {
+          std::fill(y.begin(), y.end(), -1.0f);
+          fn(b.w, x.data(), n, y.data(), rows, 0, rows);
+          for (int64_t i = 0; i < n * rows; ++i) {
+            ASSERT_NEAR(y[i], ref[i], tol)
+                << name << " q8=" << q8 << " " << rows << "x" << cols << " n=" << n << " i=" << i;
+          }
+        }
+        // Batch and row-range invariance: each token alone, rows split at every offset.
+        std::vector<float> all(n * rows);
+        GemmGgufA8Avx512(b.w, x.data(), n, all.data(), rows, 0, rows);
+        for (int64_t t = 0; t < n; t += std::max<int64_t>(1, n / 3)) {
+          for (int64_t split = 0; split < rows; ++split) {
+            std::vector<float> one(rows, -1.0f);
+            GemmGgufA8Avx512(b.w, x.data() + t * cols, 1, one.data(), rows, 0, split);
+            GemmGgufA8Avx512(b.w, x.data() + t * cols, 1, one.data(), rows, split, rows);
+            for (int64_t r = 0; r < rows; ++r) {
+              ASSERT_EQ(one[r], all[t * rows + r])
+                  << "q8=" << q8 << " " << rows << "x" << cols << " n=" << n << " t=" << t
+                  << " split=" << split << " r=" << r;
+            }
+          }
+        }
+        // A row range in the middle of a batch.
+        if (rows > 2) {
+          std::vector<float> part(n * rows, -1.0f);
+          GemmGgufA8Avx512(b.w, x.data(), n, part.data(), rows, 1, rows - 1);
+          for (int64_t t = 0; t < n; ++t)
+            for (int64_t r = 1; r < rows - 1; ++r) ASSERT_EQ(part[t * rows + r], all[t * rows + r]);
         }
       }
     }

@@ -4,12 +4,15 @@
 // of 16), GGUF Q8_0 / Q4_0, and dense BF16 as the baseline. Several copies of each weight
 // (>= 128 MiB in all) are cycled so that the weights come from DRAM, as in a whole model.
 //
-// Args: {format (0 sparse50, 1 2:4, 2 gqsa50-int4, 3 q8_0, 4 q4_0, 5 bf16), n}.
+// Args: {format (0 sparse50, 1 2:4, 2 gqsa50-int4, 3 q8_0, 4 q4_0, 5 bf16, 6 q8_0-a8,
+// 7 q4_0-a8), n}. q8_0/q4_0 run what Gemm() picks (GgufUsesA8); the -a8 variants force the
+// int8-activation VNNI path (GemmGgufA8Avx512) for comparison.
 #include <benchmark/benchmark.h>
 
 #include <random>
 #include <vector>
 
+#include "kernels/cpu_features.h"
 #include "kernels/gemm.h"
 #include "kernels/ggml_quant.h"
 #include "kernels/sparse.h"
@@ -87,7 +90,13 @@ size_t Bytes(const PackedWeight& w) {
 }
 
 void BM_SparseGemm(benchmark::State& state) {
-  const int format = static_cast<int>(state.range(0));
+  const int label = static_cast<int>(state.range(0));
+  const bool a8 = label >= 6;
+  if (a8 && !GetCpuFeatures().avx512vnni) {
+    state.SkipWithError("no AVX-512 VNNI");
+    return;
+  }
+  const int format = a8 ? label - 3 : label;
   const int64_t n = state.range(1);
   std::mt19937 rng(7);
   std::vector<Owned> pool;
@@ -105,7 +114,11 @@ void BM_SparseGemm(benchmark::State& state) {
   for (float& v : x) v = u(rng);
   size_t i = 0;
   for (auto _ : state) {
-    Gemm(pool[i].view, x.data(), n, y.data(), kRows, 0, kRows);
+    if (a8) {
+      GemmGgufA8Avx512(pool[i].view, x.data(), n, y.data(), kRows, 0, kRows);
+    } else {
+      Gemm(pool[i].view, x.data(), n, y.data(), kRows, 0, kRows);
+    }
     benchmark::DoNotOptimize(y.data());
     i = (i + 1) % pool.size();
   }
@@ -113,12 +126,13 @@ void BM_SparseGemm(benchmark::State& state) {
   state.counters["MB"] = bytes / 1e6;
   state.counters["GFLOPs"] = benchmark::Counter(2.0 * kRows * kCols * n * state.iterations(),
                                                 benchmark::Counter::kIsRate);
-  static const char* kNames[] = {"sparse50", "2:4", "gqsa50-int4", "q8_0", "q4_0", "bf16"};
-  state.SetLabel(kNames[format]);
+  static const char* kNames[] = {"sparse50", "2:4",  "gqsa50-int4", "q8_0",
+                                 "q4_0",     "bf16", "q8_0-a8",     "q4_0-a8"};
+  state.SetLabel(kNames[label]);
 }
 
 BENCHMARK(BM_SparseGemm)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 4, 16}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {1, 4, 16}})
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.3);
 

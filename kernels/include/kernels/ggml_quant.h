@@ -6,8 +6,15 @@
 // Layout: data = the GGUF blocks of the tensor as stored, row-major [rows][cols / 32]; cols
 // must be a multiple of 32; aux unused. Block values (same as engine/model/ggml_blocks.h):
 //   Q8_0: x = d * q;  Q4_0: x = d * (q - 8), byte j low nibble = element j, high = j + 16.
-// Kernels: each 1024-column block of up to 4 rows is widened to fp32 in L1 and multiplied
-// with the shared engine of kernels/sparse_tile.h (batch invariant, see there).
+// Kernels: on AVX-512 VNNI, when enabled (GgufUsesA8; kGgufA8Default in ggml_quant.cc), the
+// codes are multiplied as integers with int8 activations (W4A8 / W8A8,
+// ggml_quant_a8_avx512.cc), so the product is defined with quantized activations exactly as
+// for the int group formats (quant.h, QuantUsesA8): each token's x is split in 32-column
+// blocks, each rounded to int8 with its own scale s = amax/127
+// (quant_internal::QuantizeChunksQ8), and y = sum_b d_b * s_b * sum_j q_bj * qx_bj
+// (GemmGgufA8Ref), like llama.cpp's own q8_0 activations. Otherwise each 1024-column block of
+// up to 4 rows is widened to fp32 in L1 and multiplied with the shared engine of
+// kernels/sparse_tile.h (exact fp32 activations). Both are batch invariant.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +58,13 @@ void GemmGgufAvx512(const PackedWeight& w, const float* x, int64_t n, float* y, 
                     int64_t row_begin, int64_t row_end);
 void GemmGgufAvx2(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                   int64_t row_begin, int64_t row_end);
+// W4A8 / W8A8 integer path (see above) and its scalar oracle (double accumulation).
+void GemmGgufA8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                      int64_t row_begin, int64_t row_end);
+void GemmGgufA8Ref(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                   int64_t row_begin, int64_t row_end);
+// True when GgufQuantFormatOps().gemm takes the integer path for f on this CPU.
+bool GgufUsesA8(const WeightFormat& f);
 // Scalar decode of W[r][k0 .. k0 + len) (k0, len multiples of 32).
 void GgufDecodeRef(const PackedWeight& w, int64_t r, int64_t k0, int64_t len, float* out);
 

@@ -1,6 +1,7 @@
 // GGUF Q8_0 / Q4_0 tensors load in their own formats (kernels/ggml_quant.h) through the
 // model loader's "auto" weights, zero copy, and give the logits of the same file loaded with
-// every matrix dequantized to f32 (within fp32 summation-order error).
+// every matrix dequantized to f32 (within fp32 summation-order error, or int8-activation
+// rounding where the int8 path runs).
 #include <unistd.h>
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "engine/model/model_loader.h"
 #include "engine/model/safetensors.h"
 #include "engine/model/tokenizer.h"
+#include "kernels/ggml_quant.h"
 #include "gtest/gtest.h"
 #include "tests/util/kdocs_gguf.h"
 #include "tests/util/model_logits.h"
@@ -47,9 +49,18 @@ TEST(GgufDirect, Q8_0AndQ4_0RunInTheirOwnFormats) {
     EXPECT_LT((*direct)->WeightBytes() * 3, (*dense)->WeightBytes());
     const std::vector<float> a = Logits(*direct, toks), b = Logits(*dense, toks);
     ASSERT_EQ(a.size(), b.size());
-    double max_err = 0;
-    for (size_t i = 0; i < a.size(); ++i) max_err = std::max(max_err, std::fabs(double{a[i]} - b[i]));
-    EXPECT_LT(max_err, 2e-3) << want;
+    double max_err = 0, sum_err = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      const double e = std::fabs(double{a[i]} - b[i]);
+      max_err = std::max(max_err, e);
+      sum_err += e;
+    }
+    // On AVX-512 VNNI the GGUF formats multiply with int8 activations per 32 columns (like
+    // llama.cpp; kernels/ggml_quant.h): logits move by up to ~0.05 (measured 0.035 Q8_0, 0.052
+    // Q4_0), a KL of 2.8e-5. Elsewhere they use exact fp32 activations: summation order only.
+    const bool a8 = kernels::GgufUsesA8((*direct)->weights.layers[0].q.w.format);
+    EXPECT_LT(max_err, a8 ? 0.15 : 2e-3) << want;
+    EXPECT_LT(sum_err / a.size(), a8 ? 0.02 : 5e-4) << want;
     std::remove(path.c_str());
   }
 }
