@@ -8,61 +8,16 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "tests/util/engine_requests.h"
 #include "tests/util/test_env.h"
 
 namespace compressd {
 namespace {
 
-struct Collector {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<int32_t> tokens;
-  std::string text;
-  bool done = false;
-  GenerationEvent final_event;
-
-  EventCallback Callback() {
-    return [this](GenerationEvent&& e) {
-      std::lock_guard<std::mutex> lock(mu);
-      tokens.insert(tokens.end(), e.token_ids.begin(), e.token_ids.end());
-      text += e.text;
-      if (e.finished) {
-        done = true;
-        final_event = std::move(e);
-        cv.notify_all();
-      }
-    };
-  }
-  bool Wait(double seconds = 60) {
-    std::unique_lock<std::mutex> lock(mu);
-    return cv.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return done; });
-  }
-};
-
-GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens, std::string id) {
-  GenerationRequest r;
-  r.prompt_tokens = std::move(prompt);
-  r.max_tokens = max_tokens;
-  r.sampling.temperature = 0;
-  r.ignore_eos = true;
-  r.request_id = std::move(id);
-  return r;
-}
-
-std::vector<int32_t> Prompt(int seed, int len, int vocab) {
-  std::vector<int32_t> p = {1};
-  uint32_t s = static_cast<uint32_t>(seed) * 2654435761u + 1;
-  for (int i = 1; i < len; ++i) {
-    s = s * 1664525u + 1013904223u;
-    p.push_back(static_cast<int32_t>(3 + (s >> 8) % (vocab - 3)));
-  }
-  return p;
-}
-
-std::string ModelOrRandom() {
-  const std::string p = testing::SharedPath("models/stories260K");
-  return p.empty() ? "random:tiny" : p;
-}
+using testing::Collector;
+using testing::Greedy;
+using testing::ModelOrRandom;
+using testing::Prompt;
 
 TEST(Engine, GreedyTokensIdenticalAloneAndAmongSixteenOthers) {
   EngineOptions o;

@@ -12,59 +12,16 @@
 
 #include "engine/engine.h"
 #include "gtest/gtest.h"
+#include "tests/util/engine_requests.h"
 #include "tests/util/test_env.h"
 
 namespace compressd {
 namespace {
 
-struct Collector {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<int32_t> tokens;
-  bool done = false;
-  GenerationEvent final_event;
-
-  EventCallback Callback() {
-    return [this](GenerationEvent&& e) {
-      std::lock_guard<std::mutex> lock(mu);
-      tokens.insert(tokens.end(), e.token_ids.begin(), e.token_ids.end());
-      if (e.finished) {
-        done = true;
-        final_event = std::move(e);
-        cv.notify_all();
-      }
-    };
-  }
-  bool Wait(double seconds = 300) {
-    std::unique_lock<std::mutex> lock(mu);
-    return cv.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return done; });
-  }
-};
-
-GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens, std::string id) {
-  GenerationRequest r;
-  r.prompt_tokens = std::move(prompt);
-  r.max_tokens = max_tokens;
-  r.sampling.temperature = 0;
-  r.ignore_eos = true;
-  r.request_id = std::move(id);
-  return r;
-}
-
-std::vector<int32_t> Prompt(int seed, int len, int vocab) {
-  std::vector<int32_t> p = {1};
-  uint32_t s = static_cast<uint32_t>(seed) * 2654435761u + 1;
-  for (int i = 1; i < len; ++i) {
-    s = s * 1664525u + 1013904223u;
-    p.push_back(static_cast<int32_t>(3 + (s >> 8) % (vocab - 3)));
-  }
-  return p;
-}
-
-std::string ModelOrRandom() {
-  const std::string p = testing::SharedPath("models/stories260K");
-  return p.empty() ? "random:tiny" : p;
-}
+using testing::Collector;
+using testing::Greedy;
+using testing::ModelOrRandom;
+using testing::Prompt;
 
 constexpr int kRequests = 4;
 constexpr int kPrompt = 100;
@@ -105,7 +62,7 @@ RunResult RunConcurrently(Engine& e, int vocab, const std::string& tag) {
   }
   RunResult r;
   for (int i = 0; i < kRequests; ++i) {
-    EXPECT_TRUE(cs[i]->Wait()) << "request " << i;
+    EXPECT_TRUE(cs[i]->Wait(300)) << "request " << i;
     EXPECT_EQ(cs[i]->final_event.finish_reason, FinishReason::kLength) << "request " << i;
     EXPECT_EQ(cs[i]->tokens.size(), static_cast<size_t>(kNew)) << "request " << i;
     r.tokens.push_back(cs[i]->tokens);
@@ -142,14 +99,14 @@ TEST(KvLadderEngine, DemotesInsteadOfPreemptingAndCountsIt) {
     Collector ref_again;
     ASSERT_TRUE(
         (*e)->Submit(Greedy(Prompt(0, kPrompt, vocab), kNew, "again"), ref_again.Callback()).ok());
-    ASSERT_TRUE(ref_again.Wait());
+    ASSERT_TRUE(ref_again.Wait(300));
     Collector alone;
     EngineOptions big = Options(true);
     auto fresh = Engine::Create(big);
     ASSERT_TRUE(fresh.ok());
     ASSERT_TRUE(
         (*fresh)->Submit(Greedy(Prompt(0, kPrompt, vocab), kNew, "alone"), alone.Callback()).ok());
-    ASSERT_TRUE(alone.Wait());
+    ASSERT_TRUE(alone.Wait(300));
     EXPECT_EQ(ref_again.tokens, alone.tokens);
   }
   EXPECT_GT(off.stats.preemptions_total, 0u);
@@ -188,7 +145,7 @@ TEST(KvLadderEngine, SharedAndPrefixCachedBlocksStayCorrectUnderPressure) {
         (*e)->Submit(Greedy(prompt, kNew, "s" + std::to_string(i)), cs.back()->Callback()).ok());
   }
   for (auto& c : cs) {
-    ASSERT_TRUE(c->Wait());
+    ASSERT_TRUE(c->Wait(300));
     EXPECT_EQ(c->final_event.finish_reason, FinishReason::kLength);
   }
   const EngineStats st = (*e)->Stats();
@@ -198,12 +155,12 @@ TEST(KvLadderEngine, SharedAndPrefixCachedBlocksStayCorrectUnderPressure) {
   // produces what a fresh engine produces.
   Collector again, fresh;
   ASSERT_TRUE((*e)->Submit(Greedy(prompt, kNew, "again"), again.Callback()).ok());
-  ASSERT_TRUE(again.Wait());
+  ASSERT_TRUE(again.Wait(300));
   EXPECT_GT(again.final_event.usage.cached_tokens, 0);
   auto f = Engine::Create(Options(true));
   ASSERT_TRUE(f.ok());
   ASSERT_TRUE((*f)->Submit(Greedy(prompt, kNew, "fresh"), fresh.Callback()).ok());
-  ASSERT_TRUE(fresh.Wait());
+  ASSERT_TRUE(fresh.Wait(300));
   EXPECT_EQ(again.tokens, fresh.tokens);
 }
 
@@ -217,7 +174,7 @@ TEST(KvLadderEngine, UncontendedGreedyOutputIsUnchanged) {
     vocab = (*e)->Summary().vocab_size;
     Collector c;
     ASSERT_TRUE((*e)->Submit(Greedy(Prompt(3, kPrompt, vocab), kNew, "u"), c.Callback()).ok());
-    ASSERT_TRUE(c.Wait());
+    ASSERT_TRUE(c.Wait(300));
     EXPECT_EQ((*e)->Stats().kv_demotions_total, 0u);
     EXPECT_EQ((*e)->Stats().preemptions_total, 0u);
     (ladder ? with : without) = c.tokens;
