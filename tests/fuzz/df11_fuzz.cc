@@ -53,24 +53,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int64_t rows = 1 + in.Byte() % 24;
   const int64_t cols = 1 + (in.Byte() | (in.Byte() << 8)) % 300;
   if (mode == 0) {
-    std::vector<uint8_t> lengths = in.Take(256);
-    lengths.resize(256, 0);
-    std::vector<uint8_t> offsets = in.Take(static_cast<size_t>(rows + 1) * 8);
-    std::vector<uint8_t> data_bytes(static_cast<size_t>(rows * cols), 0x3c);
-    std::vector<uint8_t> stream = in.Take(in.n);
-    PackedWeight w;
-    w.format = Df11Format();
-    w.rows = rows;
-    w.cols = cols;
-    w.data = data_bytes.data();
-    w.data_bytes = data_bytes.size();
-    w.aux[0] = stream.data();
-    w.aux_bytes[0] = stream.size();
-    w.aux[1] = offsets.data();
-    w.aux_bytes[1] = offsets.size();
-    w.aux[2] = lengths.data();
-    w.aux_bytes[2] = lengths.size();
-    Check(w);
+    Df11Packed raw;
+    raw.rows = rows;
+    raw.cols = cols;
+    raw.lengths = in.Take(256);
+    raw.lengths.resize(256, 0);
+    raw.offsets = in.Take(static_cast<size_t>(rows + 1) * 8);
+    raw.data.assign(static_cast<size_t>(rows * cols), 0x3c);
+    raw.stream = in.Take(in.n);
+    Check(raw.View());
     return 0;
   }
   // Mode 1: pack a real weight (bf16 bits from the input, repeated), then corrupt it.
