@@ -33,8 +33,8 @@ int RunCompare(const std::vector<char*>& args) {
     std::cerr << "usage: compressd-loadtest compare A.json B.json\n";
     return kExitUsage;
   }
-  auto a = ReadReportJson(args[1]);
-  auto b = ReadReportJson(args[2]);
+  auto a = ReadReportJson(args[1], /*include_requests=*/false);
+  auto b = ReadReportJson(args[2], /*include_requests=*/false);
   if (!a.ok() || !b.ok()) {
     std::cerr << "compare: " << (!a.ok() ? a.status() : b.status()).message() << "\n";
     return kExitFailed;

@@ -50,7 +50,7 @@ std::vector<double> Collect(const RunReport& run, const char* metric) {
     if (m == "tpot" && r.TpotS() >= 0) v.push_back(r.TpotS() * 1e3);
     if (m == "e2e" && r.e2e_s >= 0) v.push_back(r.e2e_s * 1e3);
     if (m == "itl") {
-      for (double g : r.itl_s) v.push_back(g * 1e3);
+      for (float g : r.itl_s) v.push_back(g * 1e3);
     }
   }
   return v;

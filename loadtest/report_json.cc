@@ -1,5 +1,7 @@
 #include "loadtest/report_json.h"
 
+#include <charconv>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -37,6 +39,24 @@ absl::StatusOr<T> Guarded(const char* what, F&& f) {
   }
 }
 
+// The double nearest the shortest decimal that reads back as `f`, so 1.52e-3f is written as
+// 0.00152 and not as the 17 digits of its exact binary value.
+double ShortestDouble(float f) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof(buf) - 1, f);
+  if (r.ec != std::errc()) return f;
+  *r.ptr = '\0';
+  return std::strtod(buf, nullptr);
+}
+
+// A run without its requests.
+json RunHeadToJson(const RunReport& run) {
+  return json{{"label", run.label},
+              {"request_rate", run.request_rate},
+              {"concurrency", run.concurrency},
+              {"summary", SummaryToJson(run.summary)}};
+}
+
 }  // namespace
 
 json SummaryToJson(const Summary& s) {
@@ -61,13 +81,21 @@ json SummaryToJson(const Summary& s) {
               {"errors_by_code", errors}};
 }
 
+namespace {
+json ItlToJson(const std::vector<float>& itl) {
+  json a = json::array();
+  for (float g : itl) a.push_back(ShortestDouble(g));
+  return a;
+}
+}  // namespace
+
 json RecordToJson(const RequestRecord& r) {
   json j{{"index", r.index},
          {"start_s", r.start_s},
          {"ttft_s", r.ttft_s},
          {"tpot_s", r.TpotS()},
          {"e2e_s", r.e2e_s},
-         {"itl_s", r.itl_s},
+         {"itl_s", ItlToJson(r.itl_s)},
          {"prompt_tokens", r.prompt_tokens},
          {"output_tokens", r.output_tokens},
          {"status_code", r.status_code},
@@ -80,10 +108,7 @@ json RecordToJson(const RequestRecord& r) {
 json ReportToJson(const Report& report, bool include_requests) {
   json runs = json::array();
   for (const RunReport& run : report.runs) {
-    json rj{{"label", run.label},
-            {"request_rate", run.request_rate},
-            {"concurrency", run.concurrency},
-            {"summary", SummaryToJson(run.summary)}};
+    json rj = RunHeadToJson(run);
     if (include_requests) {
       json reqs = json::array();
       for (const RequestRecord& r : run.requests) reqs.push_back(RecordToJson(r));
@@ -130,7 +155,7 @@ absl::StatusOr<RequestRecord> RecordFromJson(const json& j) {
     r.start_s = j.value("start_s", 0.0);
     r.ttft_s = j.value("ttft_s", -1.0);
     r.e2e_s = j.value("e2e_s", -1.0);
-    r.itl_s = j.value("itl_s", std::vector<double>{});
+    for (double g : j.value("itl_s", std::vector<double>{})) r.itl_s.push_back(static_cast<float>(g));
     r.prompt_tokens = j.value("prompt_tokens", int64_t{0});
     r.output_tokens = j.value("output_tokens", int64_t{0});
     r.status_code = j.value("status_code", 0);
@@ -170,18 +195,36 @@ absl::StatusOr<Report> ReportFromJson(const json& j) {
 absl::Status WriteReportJson(const Report& report, const std::string& path) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
-  out << ReportToJson(report).dump(2) << "\n";
+  // Streamed, one request per line: a whole-report DOM of a long run (millions of requests,
+  // each with its inter-token latencies) took gigabytes, several times the records themselves.
+  out << "{\n  \"schema\": " << json(kReportSchema).dump() << ",\n  \"config\": "
+      << report.config.dump() << ",\n  \"runs\": [";
+  for (size_t i = 0; i < report.runs.size(); ++i) {
+    const RunReport& run = report.runs[i];
+    std::string head = RunHeadToJson(run).dump();
+    head.pop_back();  // the closing '}': "requests" follows
+    out << (i ? "," : "") << "\n    " << head << ",\"requests\":[";
+    for (size_t k = 0; k < run.requests.size(); ++k) {
+      out << (k ? "," : "") << "\n      " << RecordToJson(run.requests[k]).dump();
+    }
+    out << "\n    ]}";
+  }
+  out << "\n  ]\n}\n";
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat("error writing ", path));
   return absl::OkStatus();
 }
 
-absl::StatusOr<Report> ReadReportJson(const std::string& path) {
+absl::StatusOr<Report> ReadReportJson(const std::string& path, bool include_requests) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json j = json::parse(ss.str(), nullptr, false);
+  // Without the requests, their objects are dropped while parsing (depth 3: root, runs array,
+  // run object): comparing two long runs' summaries never holds their records.
+  const json::parser_callback_t skip_requests = [](int depth, json::parse_event_t event,
+                                                   json& parsed) {
+    return !(event == json::parse_event_t::key && depth == 3 && parsed == "requests");
+  };
+  json j = json::parse(in, include_requests ? nullptr : skip_requests, false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not JSON"));
   auto r = ReportFromJson(j);
   if (!r.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", r.status().message()));

@@ -22,7 +22,9 @@ absl::StatusOr<Summary> SummaryFromJson(const nlohmann::json& j);
 absl::StatusOr<RequestRecord> RecordFromJson(const nlohmann::json& j);
 absl::StatusOr<Report> ReportFromJson(const nlohmann::json& j);
 
+// Streams: memory stays at the size of one request's JSON beyond the Report itself.
 absl::Status WriteReportJson(const Report& report, const std::string& path);
-absl::StatusOr<Report> ReadReportJson(const std::string& path);
+// include_requests = false drops every run's "requests" while parsing (what `compare` needs).
+absl::StatusOr<Report> ReadReportJson(const std::string& path, bool include_requests = true);
 
 }  // namespace compressd::loadtest

@@ -53,10 +53,10 @@ struct Call {
       if (!has_token) {
         record.ttft_s = Seconds(now - sent);
         // Tokens that arrive together with the first one have no gap to measure.
-        for (int i = 1; i < k; ++i) record.itl_s.push_back(0.0);
+        for (int i = 1; i < k; ++i) record.itl_s.push_back(0.0f);
         has_token = true;
       } else {
-        const double gap = Seconds(now - last_token) / k;
+        const float gap = static_cast<float>(Seconds(now - last_token) / k);
         for (int i = 0; i < k; ++i) record.itl_s.push_back(gap);
       }
       last_token = now;
@@ -155,6 +155,7 @@ RunResult RunLoad(const std::shared_ptr<grpc::Channel>& channel, const std::vect
         call->record.e2e_s = Seconds(Clock::now() - call->sent);
         call->record.status_code = static_cast<int>(call->status.error_code());
         if (!call->status.ok()) call->record.error = call->status.error_message();
+        call->record.itl_s.shrink_to_fit();  // growth slack would outlive the call
         done.push_back(std::move(call->record));
         in_flight.erase(call);
         delete call;

@@ -22,7 +22,10 @@ bool Slo::Met(const RequestRecord& r) const {
   return true;
 }
 
-double Percentile(const std::vector<double>& sorted, double p) {
+namespace {
+
+template <typename T>
+double PercentileOf(const std::vector<T>& sorted, double p) {
   if (sorted.empty()) return 0;
   if (sorted.size() == 1) return sorted[0];
   p = std::clamp(p, 0.0, 100.0);
@@ -30,26 +33,37 @@ double Percentile(const std::vector<double>& sorted, double p) {
   const size_t lo = static_cast<size_t>(std::floor(pos));
   const size_t hi = std::min(lo + 1, sorted.size() - 1);
   const double frac = pos - static_cast<double>(lo);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * frac;
+  const double a = sorted[lo], b = sorted[hi];
+  return a + (b - a) * frac;
 }
 
-LatencyStats ComputeLatencyStats(std::vector<double> values) {
+template <typename T>
+LatencyStats LatencyStatsOf(std::vector<T> values) {
   LatencyStats s;
   if (values.empty()) return s;
   std::sort(values.begin(), values.end());
   s.count = static_cast<int64_t>(values.size());
   s.mean = std::accumulate(values.begin(), values.end(), 0.0) / static_cast<double>(s.count);
-  s.p50 = Percentile(values, 50);
-  s.p90 = Percentile(values, 90);
-  s.p99 = Percentile(values, 99);
+  s.p50 = PercentileOf(values, 50);
+  s.p90 = PercentileOf(values, 90);
+  s.p99 = PercentileOf(values, 99);
   s.max = values.back();
   return s;
+}
+
+}  // namespace
+
+double Percentile(const std::vector<double>& sorted, double p) { return PercentileOf(sorted, p); }
+
+LatencyStats ComputeLatencyStats(std::vector<double> values) {
+  return LatencyStatsOf(std::move(values));
 }
 
 Summary Summarize(const std::vector<RequestRecord>& records, const Slo& slo, double duration_s) {
   Summary s;
   s.slo_enabled = slo.enabled();
-  std::vector<double> ttft, tpot, itl, e2e;
+  std::vector<double> ttft, tpot, e2e;
+  std::vector<float> itl;  // the largest sample by far: one per generated token
   double first_send = 0, last_done = 0;
   bool any = false;
   int64_t good = 0;
@@ -73,7 +87,7 @@ Summary Summarize(const std::vector<RequestRecord>& records, const Slo& slo, dou
     s.output_tokens += r.output_tokens;
     if (r.ttft_s >= 0) ttft.push_back(r.ttft_s * 1e3);
     if (r.TpotS() >= 0) tpot.push_back(r.TpotS() * 1e3);
-    for (double g : r.itl_s) itl.push_back(g * 1e3);
+    for (float g : r.itl_s) itl.push_back(g * 1e3f);
     if (r.e2e_s >= 0) e2e.push_back(r.e2e_s * 1e3);
     if (slo.Met(r)) ++good;
   }
@@ -92,7 +106,7 @@ Summary Summarize(const std::vector<RequestRecord>& records, const Slo& slo, dou
   }
   s.ttft_ms = ComputeLatencyStats(std::move(ttft));
   s.tpot_ms = ComputeLatencyStats(std::move(tpot));
-  s.itl_ms = ComputeLatencyStats(std::move(itl));
+  s.itl_ms = LatencyStatsOf(std::move(itl));  // float samples; sums in double
   s.e2e_ms = ComputeLatencyStats(std::move(e2e));
   return s;
 }

@@ -16,7 +16,9 @@ struct RequestRecord {
   double start_s = 0;         // send time, from the start of the measured run
   double ttft_s = -1;         // first message carrying tokens; -1 when none arrived
   double e2e_s = -1;          // until the stream's final status
-  std::vector<double> itl_s;  // gaps between successive tokens (output_tokens - 1 entries)
+  // Gaps between successive tokens (output_tokens - 1 entries). float: a long run keeps
+  // tens of millions of them, and 24 bits of mantissa resolve nanoseconds in a second.
+  std::vector<float> itl_s;
   int64_t prompt_tokens = 0;  // from the server's Usage; else the synthetic word count
   int64_t output_tokens = 0;
   int status_code = 0;        // grpc::StatusCode

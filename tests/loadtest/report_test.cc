@@ -73,6 +73,62 @@ TEST(ReportJsonTest, RoundTrips) {
   std::remove(path.c_str());
 }
 
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The streamed writer must produce the same JSON value as the DOM form of the report.
+TEST(ReportJsonTest, StreamedFileEqualsDomForm) {
+  for (int runs : {0, 1, 3}) {
+    Report report = SampleReport(runs);
+    if (runs == 1) report.runs[0].requests.clear();  // a run with no records
+    const std::string path = TempPath(absl::StrCat("s", runs, ".json"));
+    ASSERT_TRUE(WriteReportJson(report, path).ok());
+    const nlohmann::json parsed = nlohmann::json::parse(ReadAll(path), nullptr, false);
+    ASSERT_FALSE(parsed.is_discarded()) << "runs=" << runs;
+    EXPECT_EQ(parsed, ReportToJson(report)) << "runs=" << runs;
+    std::remove(path.c_str());
+  }
+}
+
+// `compare` reads summaries only: the requests are dropped while parsing.
+TEST(ReportJsonTest, ReadsSummariesWithoutRequests) {
+  Report report = SampleReport(2);
+  const std::string path = TempPath("summaries.json");
+  ASSERT_TRUE(WriteReportJson(report, path).ok());
+  auto back = ReadReportJson(path, /*include_requests=*/false);
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->runs.size(), 2u);
+  for (size_t k = 0; k < 2; ++k) {
+    EXPECT_TRUE(back->runs[k].requests.empty());
+    EXPECT_EQ(back->runs[k].label, report.runs[k].label);
+    EXPECT_EQ(SummaryToJson(back->runs[k].summary), SummaryToJson(report.runs[k].summary));
+  }
+  std::remove(path.c_str());
+}
+
+// Inter-token latencies are floats; they are written as their shortest decimal, not as the
+// 17 digits of the float's exact binary value, and read back to the same float.
+TEST(ReportJsonTest, InterTokenLatenciesWrittenShort) {
+  Report report;
+  RunReport run;
+  run.label = "concurrency=1";
+  RequestRecord r = Rec(0, 0.01, 0.02, 1);
+  r.itl_s = {1.52e-3f, 0.1f, 2.5e-5f};
+  run.requests.push_back(r);
+  run.summary = Summarize(run.requests, Slo{});
+  report.runs.push_back(run);
+  const std::string path = TempPath("itl.json");
+  ASSERT_TRUE(WriteReportJson(report, path).ok());
+  const std::string text = ReadAll(path);
+  EXPECT_TRUE(absl::StrContains(text, "[0.00152,0.1,2.5e-05]")) << text;
+  auto back = ReadReportJson(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->runs[0].requests[0].itl_s, r.itl_s);
+  std::remove(path.c_str());
+}
+
 TEST(ReportJsonTest, JsonHasPerRequestAndSummaryFields) {
   nlohmann::json j = ReportToJson(SampleReport(1));
   EXPECT_EQ(j["schema"], kReportSchema);
