@@ -55,7 +55,11 @@ std::vector<Model::Group> Model::Groups() const {
   const ModelWeights& w = weights;
   g[0].params = static_cast<uint64_t>(w.embed.numel());
   g[0].bytes = w.embed_from_lm_head ? 0 : w.embed.bytes;
-  g[0].format = w.embed_from_lm_head ? "tied:lm_head" : kernels::DTypeName(w.embed.dtype);
+  // GGUF block-quantized tables keep dtype's default (F32): the storage names the format.
+  g[0].format = w.embed_from_lm_head                         ? "tied:lm_head"
+                : w.embed.storage == StorageType::kQ8_0 ? "gguf-q8_0"
+                : w.embed.storage == StorageType::kQ4_0 ? "gguf-q4_0"
+                                                        : kernels::DTypeName(w.embed.dtype);
   for (const auto& L : w.layers) {
     for (const Linear* l : {&L.q, &L.k, &L.v, &L.o}) {
       g[1].params += l->params() + l->bias.size();

@@ -43,6 +43,10 @@ TEST(GgufDirect, Q8_0AndQ4_0RunInTheirOwnFormats) {
     EXPECT_EQ((*direct)->weights.layers[0].q.format_name, want);
     EXPECT_EQ((*direct)->weights.layers[7].down.format_name, want);
     EXPECT_EQ((*direct)->weights.lm_head.format_name, want);
+    // `compressd info`'s table: the embedding group names its block format (it said "F32").
+    const std::vector<Model::Group> groups = (*direct)->Groups();
+    EXPECT_EQ(groups[0].name, "embeddings");
+    EXPECT_EQ(groups[0].format, want);
     lo.weights = "f32";
     auto dense = LoadModel(lo);
     ASSERT_TRUE(dense.ok()) << dense.status();
