@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
+#include "engine/core/byte_size.h"
 
 namespace compressd::server {
 namespace {
@@ -111,7 +112,7 @@ const std::vector<OptionSpec>& Specs() {
        [](const ServerOptions& o) { return absl::FormatDuration(o.drain_timeout); }},
       {"max-message-size", "BYTES", "largest gRPC message received or sent (e.g. 16MiB)",
        [](const std::string& v, ServerOptions& o) -> absl::Status {
-         auto b = ParseBytesFlag(v);
+         auto b = ParseByteSize(v);
          if (!b.ok() || *b < 1024 || *b > kInt32Max) {
            return BadValue("max-message-size", v, "a size in [1KiB, 2GiB)");
          }
@@ -174,7 +175,7 @@ const std::vector<OptionSpec>& Specs() {
            o.engine.weight_memory_budget = 0;
            return absl::OkStatus();
          }
-         auto b = ParseBytesFlag(v);
+         auto b = ParseByteSize(v);
          if (!b.ok()) return BadValue("weight-memory-budget", v, "a size such as 600MB");
          o.engine.weight_memory_budget = *b;
          return absl::OkStatus();
@@ -196,7 +197,7 @@ const std::vector<OptionSpec>& Specs() {
        [](const ServerOptions& o) { return std::to_string(o.engine.threads); }},
       {"kv-cache-memory", "BYTES", "KV cache size (0 = enough for max-running x context)",
        [](const std::string& v, ServerOptions& o) -> absl::Status {
-         auto b = ParseBytesFlag(v);
+         auto b = ParseByteSize(v);
          if (!b.ok()) return BadValue("kv-cache-memory", v, "a size such as 2GiB");
          o.engine.kv_cache_memory = *b;
          return absl::OkStatus();
@@ -223,7 +224,8 @@ const std::vector<OptionSpec>& Specs() {
       {"kv-pressure-ladder", "",
        "when KV blocks run out, first recompress cold blocks of running requests to the next "
        "smaller precision (int8 -> int4 or int4 -> int2, two blocks into one, once per block), "
-       "then preempt",
+       "then preempt; a request may ask for that smaller codec for itself (GenerateRequest."
+       "kv_cache) to have its cold blocks demoted eagerly",
        [](const std::string& v, ServerOptions& o) -> absl::Status {
          ASSIGN_OR_RETURN(o.engine.kv_pressure_ladder, ParseBool("kv-pressure-ladder", v));
          return absl::OkStatus();
@@ -280,33 +282,6 @@ absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
     return absl::InvalidArgumentError(absl::StrCat("bad duration '", text, "'"));
   }
   return d;
-}
-
-absl::StatusOr<int64_t> ParseBytesFlag(const std::string& text) {
-  // Kubernetes' convention (deploy/ passes these straight through): k, M, G, T and kB, MB,
-  // GB, TB are powers of 1000; Ki, Mi, Gi, Ti and KiB, MiB, GiB, TiB powers of 1024.
-  const std::string s = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
-  size_t i = 0;
-  while (i < s.size() && (absl::ascii_isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  std::string unit(absl::StripLeadingAsciiWhitespace(s.substr(i)));
-  if (absl::EndsWith(unit, "b")) unit.pop_back();  // "mb" = "m", "mib" = "mi", "b" = ""
-  const bool binary = absl::EndsWith(unit, "i");
-  if (binary) unit.pop_back();
-  int power = -1;
-  if (unit.empty()) power = binary ? -1 : 0;
-  else if (unit == "k") power = 1;
-  else if (unit == "m") power = 2;
-  else if (unit == "g") power = 3;
-  else if (unit == "t") power = 4;
-  double x = 0;
-  if (power < 0 || i == 0 || !absl::SimpleAtod(s.substr(0, i), &x) || !(x >= 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bad size '", text, "' (a number with an optional unit: B, kB, MB, GB, TB = powers of "
-        "1000; KiB, MiB, GiB, TiB = powers of 1024)"));
-  }
-  const double bytes = x * std::pow(binary ? 1024.0 : 1000.0, power);
-  if (!(bytes <= 9.0e18)) return absl::InvalidArgumentError(absl::StrCat("size too large '", text, "'"));
-  return static_cast<int64_t>(bytes);
 }
 
 absl::StatusOr<ParsedServeArgs> ParseServeArgs(int argc, const char* const* argv) {

@@ -76,7 +76,5 @@ std::string ServeUsage();
 
 // "30s", "1.5m", "500ms" (absl duration syntax) or a bare number of seconds.
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text);
-// Bytes with an optional K/M/G/T (powers of 1024, optional "iB"/"B") suffix: "64MiB".
-absl::StatusOr<int64_t> ParseBytesFlag(const std::string& text);
 
 }  // namespace compressd::server

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/compress/quantize.h"
+#include "engine/core/byte_size.h"
 #include "nlohmann/json.hpp"
 #include "yaml-cpp/yaml.h"
 
@@ -159,24 +160,13 @@ absl::StatusOr<Linear> CompressTensor(const TensorView& t, const std::string& fo
   return QuantizeLinear(t, f, stats, opt);
 }
 
-absl::StatusOr<uint64_t> ParseByteSize(const std::string& s_in) {
-  std::string s = absl::AsciiStrToUpper(s_in);
-  double mult = 1;
-  for (auto [suf, m] : std::initializer_list<std::pair<const char*, double>>{
-           {"GIB", 1073741824.0}, {"MIB", 1048576.0}, {"KIB", 1024.0}, {"GB", 1e9}, {"MB", 1e6},
-           {"KB", 1e3}, {"G", 1e9}, {"M", 1e6}, {"K", 1e3}, {"B", 1}}) {
-    if (absl::EndsWith(s, suf)) {
-      mult = m;
-      s.resize(s.size() - std::string(suf).size());
-      break;
-    }
+// A budget: ParseByteSize's syntax (engine/core/byte_size.h), and more than zero bytes.
+absl::StatusOr<uint64_t> ParseBudget(const std::string& text) {
+  ASSIGN_OR_RETURN(const int64_t bytes, ParseByteSize(text));
+  if (bytes <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("budget '", text, "' must be more than 0 bytes"));
   }
-  double v = 0;
-  // !(x) also rejects NaN; sizes of 2^64 bytes and more (or inf) do not fit in uint64_t.
-  if (!absl::SimpleAtod(s, &v) || !(v > 0) || !(v * mult < 0x1p64)) {
-    return absl::InvalidArgumentError(absl::StrCat("bad byte size '", s_in, "'"));
-  }
-  return static_cast<uint64_t>(v * mult);
+  return static_cast<uint64_t>(bytes);
 }
 
 absl::StatusOr<Recipe> ParseRecipe(const std::string& text) {
@@ -197,7 +187,7 @@ absl::StatusOr<Recipe> ParseRecipe(const std::string& text) {
       } else if (key == "name") {
         r.name = it->second.as<std::string>();
       } else if (key == "budget") {
-        ASSIGN_OR_RETURN(r.budget_bytes, ParseByteSize(it->second.as<std::string>()));
+        ASSIGN_OR_RETURN(r.budget_bytes, ParseBudget(it->second.as<std::string>()));
       } else if (key == "candidates") {
         // it-> is a temporary proxy: iterate over a copy of the node, not a dangling member.
         for (const auto& c : YAML::Node(it->second)) {
@@ -234,7 +224,7 @@ absl::StatusOr<Recipe> RecipeFromSpec(const std::string& spec) {
   if (absl::StartsWith(spec, "budget:")) {
     Recipe r;
     r.name = spec;
-    ASSIGN_OR_RETURN(r.budget_bytes, ParseByteSize(spec.substr(7)));
+    ASSIGN_OR_RETURN(r.budget_bytes, ParseBudget(spec.substr(7)));
     r.budget_candidates = {"int2-g32+gptq", "int3-g64+gptq", "int4-g64+gptq", "int4-g32+gptq",
                            "int8"};
     r.wants_calibration = true;

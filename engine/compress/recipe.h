@@ -57,7 +57,7 @@ absl::Status ValidateFormatName(const std::string& format);
 absl::StatusOr<Linear> CompressTensor(const TensorView& t, const std::string& format,
                                       const ActivationStats* stats, int threads);
 
-// Bytes of a parse a size like "600MB", "1.5GB", "123456".
-absl::StatusOr<uint64_t> ParseByteSize(const std::string& s);
+// A budget in bytes: engine/core/byte_size.h's syntax ("600MB", "1.5GiB", "123456"), > 0.
+absl::StatusOr<uint64_t> ParseBudget(const std::string& text);
 
 }  // namespace compressd

@@ -8,13 +8,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/options.h"
+#include "engine/core/byte_size.h"
 
 namespace compressd::cli {
 
 int64_t ParseBytes(const std::string& s) {
-  // One size syntax for every subcommand and `serve` (server/options.h).
-  const absl::StatusOr<int64_t> b = server::ParseBytesFlag(s);
+  // One size syntax for every subcommand, `serve` and recipes (engine/core/byte_size.h).
+  const absl::StatusOr<int64_t> b = ParseByteSize(s);
   return b.ok() ? *b : -1;
 }
 

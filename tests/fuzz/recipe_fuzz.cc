@@ -17,6 +17,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   (void)compressd::ValidateFormatName(text);
-  (void)compressd::ParseByteSize(text);
+  (void)compressd::ParseBudget(text);  // engine/core/byte_size.h's parser
   return 0;
 }

@@ -39,14 +39,14 @@ TEST(RecipeFuzzRegressionTest, RulesListInJsonAndYaml) {
 TEST(RecipeFuzzRegressionTest, ByteSizeOutOfRangeIsInvalid) {
   for (const char* bad : {"22222222222222222222222600MB", "18446744073709551616", "inf",
                           "infGB", "nan", "-nan", "1e400", "0", "-5MB"}) {
-    EXPECT_EQ(ParseByteSize(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(ParseBudget(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
   EXPECT_EQ(ParseRecipe(R"({"budget": "2222222222222222222222600MB"})").status().code(),
             absl::StatusCode::kInvalidArgument);
-  auto ok = ParseByteSize("600MB");
+  auto ok = ParseBudget("600MB");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(*ok, 600000000u);
-  ok = ParseByteSize("1.5GiB");
+  ok = ParseBudget("1.5GiB");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(*ok, 1610612736u);
 }

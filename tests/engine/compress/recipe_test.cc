@@ -56,11 +56,17 @@ TEST(RecipeTest, PresetsResolve) {
   EXPECT_EQ(b->budget_bytes, 600000000u);
 }
 
-TEST(RecipeTest, ByteSizes) {
-  EXPECT_EQ(*ParseByteSize("4.5MB"), 4500000u);
-  EXPECT_EQ(*ParseByteSize("2MiB"), 2097152u);
-  EXPECT_EQ(*ParseByteSize("123"), 123u);
-  EXPECT_FALSE(ParseByteSize("lots").ok());
+TEST(RecipeTest, Budgets) {
+  // engine/core/byte_size.h's syntax (tests/engine/core/byte_size_test.cc), more than 0.
+  EXPECT_EQ(*ParseBudget("4.5MB"), 4500000u);
+  EXPECT_EQ(*ParseBudget("2MiB"), 2097152u);
+  EXPECT_EQ(*ParseBudget("96Ki"), 98304u);
+  EXPECT_EQ(*ParseBudget("123"), 123u);
+  EXPECT_FALSE(ParseBudget("lots").ok());
+  EXPECT_FALSE(ParseBudget("0").ok());
+  EXPECT_FALSE(ParseBudget("0MB").ok());
+  EXPECT_EQ(RecipeFromSpec("budget:0").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RecipeFromSpec("budget:1GiB")->budget_bytes, uint64_t{1} << 30);
 }
 
 }  // namespace
