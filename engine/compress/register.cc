@@ -9,7 +9,9 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/compress/calibration.h"
 #include "engine/compress/quantize.h"
@@ -25,6 +27,68 @@ bool IsLinearName(const std::string& n) {
           (n.find("_proj.") != std::string::npos));
 }
 
+std::vector<std::string> BudgetLinearNames(const TensorSource& src, bool tied) {
+  std::vector<std::string> names;
+  for (const auto& n : src.Names()) {
+    if (IsLinearName(n)) names.push_back(n);
+  }
+  if (tied && !src.Has("lm_head.weight")) names.push_back("lm_head.weight");
+  return names;
+}
+
+absl::StatusOr<TensorView> BudgetTensor(const TensorSource& src, const std::string& n, bool tied) {
+  return src.Get(n == "lm_head.weight" && tied && !src.Has(n) ? "model.embed_tokens.weight" : n);
+}
+
+// A candidate's bytes when they follow from the tensor's shape alone, with a quick way to get
+// them: dense, int8 rows, w8a8 and int{2,3,4}-g layouts, whose +gptq / +quantease solvers
+// change the codes but never the layout, so round-to-nearest (milliseconds) gives the same
+// bytes. Formats with data-dependent sizes (outliers, mixed bits, low rank, sparsity) have
+// none: nullopt.
+std::optional<std::string> QuickLayoutTwin(const std::string& format) {
+  auto spec = ParseQuantFormat(format);
+  if (!spec.ok()) return std::nullopt;
+  using F = QuantFormatSpec::Family;
+  if (spec->family != F::kDense && spec->family != F::kInt8Row && spec->family != F::kW8A8 &&
+      spec->family != F::kGroup) {
+    return std::nullopt;
+  }
+  std::string twin = format;
+  for (const std::string suffix : {"+gptq", "+quantease"}) {
+    if (absl::EndsWith(twin, suffix)) twin.resize(twin.size() - suffix.size());
+  }
+  return twin;
+}
+
+// Before calibrating or running any solver: a lower bound on the plan's bytes from the
+// layouts alone (a tensor whose every candidate has a quick twin adds its smallest; any other
+// adds 0). A budget below it cannot be met, and saying so took minutes of GPTQ before.
+absl::Status CheckBudgetFloor(const Recipe& r, const TensorSource& src, bool tied, int threads) {
+  std::vector<std::string> twins;
+  for (const auto& f : r.budget_candidates) {
+    std::optional<std::string> t = QuickLayoutTwin(f);
+    if (!t) return absl::OkStatus();  // no lower bound better than 0 for any tensor
+    twins.push_back(*t);
+  }
+  uint64_t floor = 0;
+  for (const auto& n : BudgetLinearNames(src, tied)) {
+    ASSIGN_OR_RETURN(TensorView t, BudgetTensor(src, n, tied));
+    if (t.shape.size() != 2) continue;
+    uint64_t least = UINT64_MAX;
+    for (const auto& f : twins) {
+      ASSIGN_OR_RETURN(Linear l, CompressTensor(t, f, nullptr, threads));
+      least = std::min<uint64_t>(least, l.bytes());
+    }
+    floor += least;
+  }
+  if (floor > r.budget_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "weight budget ", r.budget_bytes, " bytes is below the smallest plan: the linears' ",
+        "smallest candidate layouts take ", floor, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
 // Budget mode: every linear starts at its cheapest candidate; then repeatedly the upgrade with
 // the best (error decrease / extra bytes) is taken while it fits. Error = absolute layer
 // output error tr(E H E^T) (relative error times tr(W H W^T)), measured on the real weights.
@@ -37,14 +101,8 @@ absl::StatusOr<std::map<std::string, std::string>> PlanBudget(
   };
   std::map<std::string, std::vector<Option>> opts;
   uint64_t fixed = 0;
-  std::vector<std::string> names;
-  for (const auto& n : src.Names()) {
-    if (IsLinearName(n)) names.push_back(n);
-  }
-  if (tied && !src.Has("lm_head.weight")) names.push_back("lm_head.weight");
-  for (const auto& n : names) {
-    ASSIGN_OR_RETURN(TensorView t, src.Get(n == "lm_head.weight" && tied && !src.Has(n)
-                                               ? "model.embed_tokens.weight" : n));
+  for (const auto& n : BudgetLinearNames(src, tied)) {
+    ASSIGN_OR_RETURN(TensorView t, BudgetTensor(src, n, tied));
     if (t.shape.size() != 2) continue;
     ASSIGN_OR_RETURN(std::vector<float> w, TensorToF32(t));
     const ActivationStats* st = calib ? calib->ForLinear(n) : nullptr;
@@ -103,6 +161,10 @@ absl::StatusOr<std::map<std::string, std::string>> PlanBudget(
 absl::StatusOr<LinearFactory> MakeFactory(const std::string& spec, const LoadOptions& options,
                                           const Model& partial) {
   ASSIGN_OR_RETURN(Recipe recipe, RecipeFromSpec(spec));
+  if (recipe.budget_bytes > 0) {
+    RETURN_IF_ERROR(CheckBudgetFloor(recipe, *partial.source, partial.config.tie_word_embeddings,
+                                     options.threads));
+  }
   std::shared_ptr<CalibrationData> calib;
   if (!options.calibration_file.empty()) {
     const auto t0 = std::chrono::steady_clock::now();

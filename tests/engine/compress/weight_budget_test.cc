@@ -5,6 +5,7 @@
 #include <fstream>
 #include <string>
 
+#include "engine/compress/recipe.h"
 #include "engine/model/model_loader.h"
 
 namespace compressd {
@@ -66,6 +67,38 @@ TEST(WeightMemoryBudget, RefusesAnExplicitWeightsSpecAndAnImpossibleBudget) {
   auto tiny = Load(1000);
   ASSERT_FALSE(tiny.ok());
   EXPECT_EQ(tiny.status().code(), absl::StatusCode::kResourceExhausted) << tiny.status();
+}
+
+// An impossible budget is refused from the layouts' bytes before anything slow runs: here
+// before the calibration file is even opened (it does not exist, and that error used to come
+// first, after loading a dense copy; on kdocs-7m the refusal took 245 s of GPTQ).
+TEST(WeightMemoryBudget, RefusesAnImpossibleBudgetBeforeCalibrating) {
+  auto tiny = Load(1000, "auto", ::testing::TempDir() + "/no_such_calibration_file.txt");
+  ASSERT_FALSE(tiny.ok());
+  EXPECT_EQ(tiny.status().code(), absl::StatusCode::kResourceExhausted) << tiny.status();
+  EXPECT_NE(std::string(tiny.status().message()).find("smallest candidate layouts take"), std::string::npos)
+      << tiny.status();
+}
+
+// What makes that floor a lower bound: a solver suffix never changes a format's bytes.
+TEST(WeightMemoryBudget, SolverSuffixesKeepTheLayoutsBytes) {
+  std::vector<float> w(96 * 128);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>((i * 7919) % 1000) / 1000.0f - 0.5f;
+  TensorView t;
+  t.name = "model.layers.0.mlp.up_proj.weight";
+  t.dtype = DType::kF32;
+  t.shape = {96, 128};
+  t.data = w.data();
+  t.bytes = w.size() * sizeof(float);
+  for (const char* f : {"int2-g32", "int3-g64", "int4-g64", "int4-g32", "int4-g128"}) {
+    auto rtn = CompressTensor(t, f, nullptr, 1);
+    ASSERT_TRUE(rtn.ok()) << f << ": " << rtn.status();
+    for (const char* solver : {"+gptq", "+quantease"}) {
+      auto solved = CompressTensor(t, std::string(f) + solver, nullptr, 1);
+      ASSERT_TRUE(solved.ok()) << f << solver << ": " << solved.status();
+      EXPECT_EQ(solved->bytes(), rtn->bytes()) << f << solver;
+    }
+  }
 }
 
 }  // namespace
