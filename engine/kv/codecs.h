@@ -40,12 +40,13 @@ std::unique_ptr<KvCodec> MakeSelectKvCodec(const std::string& name, const KvGeom
 // none): "cskv+int4", "cskv:r8+int8", "cskv+mikv:h4:l2:f45".
 std::unique_ptr<KvCodec> MakeCskvKvCodec(const std::string& name, const KvGeometry& g,
                                          absl::Status* error);
-// MiniCache cross-layer merging (minicache_codec.cc): "minicache[:tA][:rP]": from the middle
-// layer on, adjacent layer pairs share one direction per token and KV head (SLERP of the two
-// unit vectors) plus each layer's magnitude; tokens whose K or V angle exceeds tA degrees
-// (default 45) are retained unmerged, up to rP percent of a block's tokens per KV head
-// (default 25). fp16 storage; no composition yet ("minicache+int4" is INVALID_ARGUMENT).
-// SpansLayers() (kv_codec.h).
+// MiniCache cross-layer merging (minicache_codec.cc): "minicache[:tA][:rP][+intN[:opts]]": from
+// the middle layer on, adjacent layer pairs share one direction per token and KV head (SLERP of
+// the two unit vectors) plus each layer's magnitude; tokens whose K or V angle exceeds tA
+// degrees (default 45) are retained unmerged, up to rP percent of a block's tokens per KV head
+// (default 25). fp16 storage, or with "+int8|int4|int2" (options of that codec: gN, kN, vN,
+// noclip) the directions, retained rows and unpaired layers as KIVI blocks (magnitudes fp16):
+// "minicache+int4", "minicache:t45:r25+int4:g32". SpansLayers() (kv_codec.h).
 std::unique_ptr<KvCodec> MakeMiniCacheKvCodec(const std::string& name, const KvGeometry& g,
                                               absl::Status* error);
 // Tests/diagnostics, -1 or 0 for other codecs: (token, KV head) pairs retained unmerged and
@@ -56,6 +57,10 @@ int64_t MiniCacheRetentionOverflow(const KvCodec& codec);
 size_t MiniCacheTotalBlockBytes(const KvCodec& codec);
 void MiniCacheDecode(const KvCodec& codec, int layer, const uint8_t* block, int h, int slot, int kv,
                      float* row);
+// The scalar reference of a minicache codec's Attend (same arguments); false for other codecs.
+bool MiniCacheAttendRef(const KvCodec& codec, int layer, const float* q,
+                        const uint8_t* const* blocks, int n_ctx, float scale, float* out,
+                        float* scratch, int head_begin, int head_end);
 
 // Tests/diagnostics: decodes token `slot` of KV head h of a sealed or demoted (quant_demote.h)
 // block of a quantized codec ("int8|int4|int2", GEAR); false for other codecs.

@@ -24,6 +24,7 @@
 #include "engine/core/logging.h"
 #include "engine/kv/codecs.h"
 #include "engine/kv/quant_demote.h"
+#include "engine/kv/quant_inner.h"
 #include "kernels/kv_quant.h"
 #include "kernels/ops.h"
 #include "kernels/types.h"
@@ -103,6 +104,7 @@ class QuantKvCodec : public KvCodec {
   }
 
   const kernels::KvQuantLayout& layout() const { return layout_; }
+  bool clip() const { return clip_; }
 
   bool CanDemote(int min_bits, std::string* from, std::string* to) const override {
     DemotedLayout d;
@@ -346,6 +348,14 @@ bool QuantKvDecodeToken(const KvCodec& codec, const uint8_t* block, int h, int s
   const auto* q = dynamic_cast<const QuantKvCodec*>(&codec);
   if (q == nullptr) return false;
   q->DecodeToken(block, h, slot, k, v);
+  return true;
+}
+
+bool QuantKvLayoutOf(const KvCodec& codec, kernels::KvQuantLayout* layout, bool* clip_search) {
+  const auto* q = dynamic_cast<const QuantKvCodec*>(&codec);
+  if (q == nullptr) return false;
+  *layout = q->layout();
+  *clip_search = q->clip();
   return true;
 }
 
