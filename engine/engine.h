@@ -45,6 +45,11 @@ struct GenerationRequest {
   bool ignore_eos = false;
   int32_t top_logprobs = -1;  // -1 = no logprobs; 0..20 = chosen + top-n
   int32_t priority = 0;
+  // KV codec for this request: "" or the engine's codec = as the server; the codec the KV
+  // pressure ladder demotes to (ModelSummary::kv_cache_request_codecs) = this request's cold,
+  // full, unshared blocks are demoted eagerly, as soon as a pair is available (about half the
+  // KV bytes for its history). Anything else: INVALID_ARGUMENT from Submit.
+  std::string kv_cache;
 };
 
 struct TokenLogprob {
@@ -126,6 +131,9 @@ struct ModelSummary {
   std::string backend;
   int32_t max_batch_tokens = 0;
   int32_t max_running = 0;
+  // Non-empty values GenerationRequest::kv_cache may take: the codec's name (and its ladder
+  // label when that differs, e.g. "int8"), then the ladder's smaller codec when it has one.
+  std::vector<std::string> kv_cache_request_codecs;
 };
 
 struct EngineStats {
@@ -138,7 +146,10 @@ struct EngineStats {
   // KV pressure ladder: demotions (each merges two blocks into one at the smaller codec and
   // frees one block), the codec step they took (labels: "int4" -> "int2"; empty when the
   // ladder is off for this engine) and the engine-thread time spent re-encoding.
+  // kv_demotions_requested_total: those of kv_demotions_total made eagerly for requests that
+  // asked for the smaller codec (GenerationRequest::kv_cache), not under memory pressure.
   uint64_t kv_demotions_total = 0;
+  uint64_t kv_demotions_requested_total = 0;
   std::string kv_demotion_from;
   std::string kv_demotion_to;
   double kv_demotion_seconds_total = 0;

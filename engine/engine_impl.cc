@@ -12,6 +12,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/core/backend.h"
 #include "engine/core/logging.h"
@@ -145,6 +146,13 @@ class EngineImpl : public Engine {
     ladder_ = opts_.kv_pressure_ladder && opts_.device == "cpu" &&
               cache_->codec().CanDemote(opts_.kv_pressure_min_bits, &demote_from_, &demote_to_);
     if (!ladder_) demote_from_.clear(), demote_to_.clear();
+    // Per-request codec (GenerationRequest::kv_cache): the pool's block layout is shared, so a
+    // request may only ask for the server's codec or the one its ladder demotes to.
+    request_codecs_.push_back(cache_->codec().name());
+    if (!demote_from_.empty() && demote_from_ != request_codecs_.front()) {
+      request_codecs_.push_back(demote_from_);
+    }
+    if (ladder_ && demote_to_ != demote_from_) request_codecs_.push_back(demote_to_);
     // The device is validated before anything runs on it: without CUDA compiled in or
     // without a GPU, --device cuda:N is a clear error, never a silent fallback.
     ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(opts_.device));
@@ -177,6 +185,7 @@ class EngineImpl : public Engine {
                                              : opts_.device;
     summary_.max_batch_tokens = opts_.max_batch_tokens;
     summary_.max_running = opts_.max_running;
+    summary_.kv_cache_request_codecs = request_codecs_;
     if (ladder_)
       LOG_INFO("KV pressure ladder: {} -> {} before preemption", demote_from_, demote_to_);
     LOG_INFO("engine ready: {} ({}), {} params, {:.1f} MB weights, kv {} {:.0f} B/token, "
@@ -235,6 +244,14 @@ class EngineImpl : public Engine {
     }
     if (req.top_logprobs > 20) {
       return absl::InvalidArgumentError("top_logprobs must be in [0, 20]");
+    }
+    if (!req.kv_cache.empty()) {
+      if (std::find(request_codecs_.begin(), request_codecs_.end(), req.kv_cache) ==
+          request_codecs_.end()) {
+        return absl::InvalidArgumentError(KvCacheRequestError(req.kv_cache));
+      }
+      // Normalised: empty = the server's codec, else the ladder's smaller codec (eager).
+      if (!ladder_ || req.kv_cache != demote_to_) req.kv_cache.clear();
     }
     const int32_t max_total = req.max_tokens > 0 ? plen + req.max_tokens : context_;
     const int64_t blocks_needed = (max_total + cache_->block_size() - 1) / cache_->block_size();
@@ -306,6 +323,7 @@ class EngineImpl : public Engine {
     s.kv_usage_ratio = s.kv_blocks_total ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total : 0;
     s.preemptions_total = preemptions_.load();
     s.kv_demotions_total = demotions_.load();
+    s.kv_demotions_requested_total = demotions_requested_.load();
     s.kv_demotion_from = demote_from_;
     s.kv_demotion_to = demote_to_;
     s.kv_demotion_seconds_total = demotion_ns_.load() * 1e-9;
@@ -445,6 +463,7 @@ class EngineImpl : public Engine {
       if (ladder_) {
         q.demotable_blocks = static_cast<int32_t>(
             PlanBlockMerges(ladder_cfg_, LadderTable(*s), s->num_computed / bs, INT32_MAX).size());
+        q.eager_demotion = !s->req.kv_cache.empty();
       }
       run.push_back(q);
     }
@@ -488,7 +507,6 @@ class EngineImpl : public Engine {
       waiting_.push_back(std::move(*it));
       running_.erase(it);
     }
-    if (!plan.demotions.empty()) ApplyDemotions(plan.demotions, by_id);
     for (int64_t id : plan.admitted) {
       Sequence* s = by_id[id];
       auto it = std::find_if(waiting_.begin(), waiting_.end(),
@@ -514,6 +532,9 @@ class EngineImpl : public Engine {
       }
     }
     for (auto& s : waiting_) ++s->waited_steps;
+    // Demotions after admission: a step that demotes under pressure admits nothing, and the
+    // requested (eager) ones then skip any block an admitted request has just started sharing.
+    if (!plan.demotions.empty()) ApplyDemotions(plan.demotions, by_id);
 
     std::vector<BatchEntry> batch;
     std::vector<Sequence*> batch_seqs;
@@ -700,6 +721,27 @@ class EngineImpl : public Engine {
     s.callback(std::move(ev));
   }
 
+  // INVALID_ARGUMENT text for a kv_cache value this engine cannot give a request.
+  std::string KvCacheRequestError(const std::string& value) const {
+    std::string allowed = "\"\" (the server's codec)";
+    for (const std::string& c : request_codecs_) absl::StrAppend(&allowed, ", \"", c, "\"");
+    std::string why;
+    if (!ladder_) {
+      why = absl::StrFormat(
+          "; the server's KV codec %s has no smaller codec for requests "
+          "(its KV pressure ladder is off, below --kv-pressure-min-bits, or "
+          "the codec cannot demote)",
+          request_codecs_.front());
+    } else {
+      why = absl::StrFormat(
+          "; the server's KV codec is %s, and a request may only ask for the "
+          "smaller codec its KV pressure ladder demotes to (%s)",
+          request_codecs_.front(), demote_to_);
+    }
+    return absl::StrFormat("kv_cache is '%s'; allowed on this server: %s%s",
+                           value.size() > 32 ? value.substr(0, 32) + "..." : value, allowed, why);
+  }
+
   void ReleaseBlocks(Sequence& s) {
     for (int32_t b : s.blocks) cache_->pool().DecRef(b);
     s.blocks.clear();
@@ -720,7 +762,9 @@ class EngineImpl : public Engine {
   // Ladder step 1 (engine/sched/ladder.h): re-encode the planned pairs, all layers, on the
   // thread pool (one unit per pair and layer: disjoint regions), then fix the metadata: the
   // first block of each pair keeps the merged tokens, the second goes back to the pool. Both
-  // leave the prefix cache first, since their bytes no longer match their hashes.
+  // leave the prefix cache first, since their bytes no longer match their hashes. Pressure
+  // merges (d.merges) are exact: the scheduler counted their freed blocks. Requested ones
+  // (d.requested) are as many as are still mergeable.
   void ApplyDemotions(const std::vector<ScheduledDemotion>& demotions,
                       const absl::flat_hash_map<int64_t, Sequence*>& by_id) {
     const auto t0 = Clock::now();
@@ -732,12 +776,14 @@ class EngineImpl : public Engine {
       int32_t index;
     };
     std::vector<Pair> pairs;
+    size_t requested = 0;
     for (const ScheduledDemotion& d : demotions) {
       Sequence* s = by_id.at(d.id);
-      const std::vector<int32_t> idx =
-          PlanBlockMerges(ladder_cfg_, LadderTable(*s), s->num_computed / bs, d.merges);
-      CHECK_MSG(static_cast<int32_t>(idx.size()) == d.merges,
+      const std::vector<int32_t> idx = PlanBlockMerges(
+          ladder_cfg_, LadderTable(*s), s->num_computed / bs, d.merges + d.requested);
+      CHECK_MSG(static_cast<int32_t>(idx.size()) >= d.merges,
                 "scheduler planned more demotions than the sequence has");
+      requested += idx.size() - static_cast<size_t>(d.merges);
       for (int32_t i : idx) pairs.push_back({s, i});
     }
     const KvCodec& codec = cache_->codec();
@@ -764,10 +810,11 @@ class EngineImpl : public Engine {
       ++s.demoted_blocks;
     }
     demotions_ += pairs.size();
+    demotions_requested_ += requested;
     demotion_ns_ += static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
-    LOG_DEBUG("KV ladder: demoted {} block pairs {} -> {} in {:.3f} ms", pairs.size(), demote_from_,
-              demote_to_, Seconds(Clock::now() - t0) * 1e3);
+    LOG_DEBUG("KV ladder: demoted {} block pairs ({} requested) {} -> {} in {:.3f} ms",
+              pairs.size(), requested, demote_from_, demote_to_, Seconds(Clock::now() - t0) * 1e3);
   }
 
   // Sends the final event (merging `ev` if given) and releases the sequence's blocks.
@@ -814,6 +861,7 @@ class EngineImpl : public Engine {
   bool ladder_ = false;
   LadderConfig ladder_cfg_;
   std::string demote_from_, demote_to_;
+  std::vector<std::string> request_codecs_;  // allowed GenerationRequest::kv_cache values
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -835,7 +883,7 @@ class EngineImpl : public Engine {
   std::atomic<int32_t> running_count_{0}, waiting_count_{0};
   std::atomic<int64_t> kv_used_{0};
   std::atomic<uint64_t> preemptions_{0}, prompt_tokens_{0}, gen_tokens_{0}, prefix_hits_{0},
-      steps_{0}, demotions_{0}, demotion_ns_{0};
+      steps_{0}, demotions_{0}, demotions_requested_{0}, demotion_ns_{0};
 };
 
 }  // namespace

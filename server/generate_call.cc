@@ -54,13 +54,15 @@ void FillLogprob(const Tokenizer& tok, const TokenLogprob& lp, v1::TokenLogprob*
 
 }  // namespace
 
-GenerateCall::GenerateCall(GenerationService* service, grpc::CallbackServerContext* context)
-    : service_(service), context_(context) {}
+GenerateCall::GenerateCall(GenerationService* service) : service_(service) {}
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateCall::Start(
     GenerationService* service, grpc::CallbackServerContext* context,
     const v1::GenerateRequest& request) {
-  auto call = std::make_shared<GenerateCall>(service, context);
+  // The context is gRPC's for the call's whole life; cancellation reaches us through
+  // OnCancel, so the call keeps no pointer to it.
+  (void)context;
+  auto call = std::make_shared<GenerateCall>(service);
   call->self_ = call;
   GenerateCall* raw = call.get();
 

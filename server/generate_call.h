@@ -33,7 +33,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       GenerationService* service, grpc::CallbackServerContext* context,
       const v1::GenerateRequest& request);
 
-  GenerateCall(GenerationService* service, grpc::CallbackServerContext* context);
+  explicit GenerateCall(GenerationService* service);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -55,7 +55,6 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   void FinishEarly(const grpc::Status& status);
 
   GenerationService* const service_;
-  grpc::CallbackServerContext* const context_;
   std::shared_ptr<GenerateCall> self_;
   std::string request_id_;
 

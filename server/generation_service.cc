@@ -72,6 +72,7 @@ GenerationService::GenerationService(Engine* engine, Metrics* metrics)
     : engine_(engine), metrics_(metrics) {
   limits_.vocab_size = engine_->Summary().vocab_size;
   limits_.context_length = engine_->Summary().context_length;
+  limits_.kv_cache_codecs = engine_->Summary().kv_cache_request_codecs;
   // Distinguishes generated ids across restarts in aggregated logs.
   id_prefix_ = absl::StrFormat("req-%x-", absl::ToUnixMillis(absl::Now()) & 0xffffff);
 }
@@ -106,6 +107,7 @@ absl::StatusOr<GenerationRequest> GenerationService::Prepare(const v1::GenerateR
   req.ignore_eos = r.ignore_eos();
   req.top_logprobs = r.include_logprobs() ? static_cast<int32_t>(r.top_logprobs()) : -1;
   req.priority = r.priority();
+  req.kv_cache = r.kv_cache();
 
   if (r.request_id().empty()) {
     req.request_id = absl::StrCat(id_prefix_, next_id_.fetch_add(1));
@@ -205,6 +207,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
   info->set_backend(s.backend);
   info->set_max_batch_tokens(static_cast<uint32_t>(s.max_batch_tokens));
   info->set_max_running_requests(static_cast<uint32_t>(s.max_running));
+  for (const std::string& c : s.kv_cache_request_codecs) info->add_kv_cache_request_codecs(c);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

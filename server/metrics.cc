@@ -1,5 +1,6 @@
 #include "server/metrics.h"
 
+#include <algorithm>
 #include <exception>
 #include <sstream>
 #include <utility>
@@ -74,22 +75,31 @@ class Metrics::EngineCollector : public prometheus::Collectable {
         Single("compressd_prefix_cache_hits_total", "Prompt tokens served from the prefix cache.",
                MetricType::Counter, static_cast<double>(s.prefix_cache_hits_total)),
         Single("compressd_kv_demotion_seconds_total",
-               "Engine time spent recompressing KV blocks under memory pressure.",
+               "Engine time spent recompressing KV blocks (under memory pressure or for requests "
+               "that asked for the smaller codec).",
                MetricType::Counter, s.kv_demotion_seconds_total),
     };
     // KV pressure ladder, step 1 (step 2 is compressd_preemptions_total). Labelled by the codec
-    // step; present only when the engine's codec can demote.
+    // step and the reason: "pressure" (instead of preempting) or "request" (eagerly, for
+    // requests whose kv_cache asked for the smaller codec); present only when the engine's
+    // codec can demote.
     if (!s.kv_demotion_from.empty()) {
       prometheus::MetricFamily f;
       f.name = "compressd_kv_blocks_demoted_total";
       f.help =
-          "KV block pairs recompressed to a smaller codec under memory pressure instead of "
-          "preempting; each merges two blocks into one and frees one block.";
+          "KV block pairs recompressed to a smaller codec, under memory pressure instead of "
+          "preempting (reason=\"pressure\") or because the request asked for that codec "
+          "(reason=\"request\"); each merges two blocks into one and frees one block.";
       f.type = MetricType::Counter;
-      prometheus::ClientMetric m;
-      m.label = {{"from", s.kv_demotion_from}, {"to", s.kv_demotion_to}};
-      m.counter.value = static_cast<double>(s.kv_demotions_total);
-      f.metric.push_back(std::move(m));
+      const uint64_t requested = std::min(s.kv_demotions_requested_total, s.kv_demotions_total);
+      for (const auto& [reason, count] :
+           {std::pair<const char*, uint64_t>{"pressure", s.kv_demotions_total - requested},
+            std::pair<const char*, uint64_t>{"request", requested}}) {
+        prometheus::ClientMetric m;
+        m.label = {{"from", s.kv_demotion_from}, {"to", s.kv_demotion_to}, {"reason", reason}};
+        m.counter.value = static_cast<double>(count);
+        f.metric.push_back(std::move(m));
+      }
       out.push_back(std::move(f));
     }
     return out;

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <string>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace compressd::server {
@@ -86,6 +88,25 @@ absl::Status CheckRequestId(const std::string& id) {
     }
   }
   return absl::OkStatus();
+}
+
+// "" or one of the server's request codecs (the pool's block layout is shared by every
+// request, so a request can only take the server's codec or the ladder's smaller one).
+absl::Status CheckKvCache(const std::string& value, const ModelLimits& limits) {
+  if (value.empty()) return absl::OkStatus();
+  const auto& allowed = limits.kv_cache_codecs;
+  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) {
+    return absl::OkStatus();
+  }
+  std::string list = "\"\" (the server's codec";
+  if (!allowed.empty()) absl::StrAppend(&list, ", ", allowed.front());
+  list += ")";
+  for (const std::string& c : allowed) absl::StrAppend(&list, ", \"", c, "\"");
+  return Invalid(absl::StrFormat(
+      "kv_cache is '%s'; allowed on this server: %s (a request may only ask for the server's "
+      "KV codec or the smaller codec its KV pressure ladder demotes to; see "
+      "ModelInfo.kv_cache_request_codecs)",
+      absl::CHexEscape(value.size() > 32 ? value.substr(0, 32) + "..." : value), list));
 }
 
 }  // namespace
@@ -177,6 +198,7 @@ absl::Status ValidateGenerateRequest(const GenerateRequest& r, const ModelLimits
     return Invalid(absl::StrFormat("priority is %d; allowed [%d, %d]", r.priority(),
                                    -kMaxPriority, kMaxPriority));
   }
+  RETURN_IF_ERROR(CheckKvCache(r.kv_cache(), limits));
   return CheckRequestId(r.request_id());
 }
 

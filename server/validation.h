@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "compressd/v1/generation.pb.h"
 #include "engine/core/status.h"
@@ -16,6 +18,9 @@ namespace compressd::server {
 struct ModelLimits {
   int32_t vocab_size = 0;
   int32_t context_length = 0;
+  // Non-empty values GenerateRequest.kv_cache may take (ModelSummary::kv_cache_request_codecs:
+  // the server's codec first); empty = only "" is allowed.
+  std::vector<std::string> kv_cache_codecs = {};
 };
 
 // Limits of the API itself (not of the model).
@@ -29,7 +34,7 @@ inline constexpr int kMaxPriority = 100;
 
 // Checks everything that does not need the tokenizer: input presence, token ids, sampling
 // ranges (NaN/inf included), max_tokens against the context, stop lists, logprobs,
-// priority, request_id, chat roles.
+// priority, request_id, chat roles, kv_cache against limits.kv_cache_codecs.
 absl::Status ValidateGenerateRequest(const v1::GenerateRequest& request,
                                      const ModelLimits& limits);
 

@@ -73,12 +73,27 @@ SchedulePlan Schedule(const SchedulerConfig& cfg, const std::vector<SchedSeq>& r
                                    [](const ScheduledChunk& c) { return c.num_tokens == 0; }),
                     plan.chunks.end());
 
+  // Requested (eager) demotions: what pressure left of the demotable pairs of sequences that
+  // asked for the smaller codec, oldest first, under the per-step cap. Not added to `free`.
+  const bool pressure_demoted =
+      std::any_of(demote.begin(), demote.end(), [](int32_t d) { return d > 0; });
+  std::vector<int32_t> eager(n, 0);
+  int32_t eager_left = std::max(0, cfg.max_eager_demotions);
+  for (int i = 0; i < n && eager_left > 0; ++i) {
+    if (preempted[i] || !running[i].eager_demotion) continue;
+    const int32_t t = std::min(running[i].demotable_blocks - demote[i], eager_left);
+    if (t <= 0) continue;
+    eager[i] = t;
+    eager_left -= t;
+  }
   for (int i = 0; i < n; ++i) {
-    if (demote[i] > 0) plan.demotions.push_back({running[i].id, demote[i]});
+    if (demote[i] > 0 || eager[i] > 0) {
+      plan.demotions.push_back({running[i].id, demote[i], eager[i]});
+    }
   }
 
   int running_count = n - static_cast<int>(plan.preempted.size());
-  if (plan.preempted.empty() && plan.demotions.empty()) {
+  if (plan.preempted.empty() && !pressure_demoted) {
     std::vector<const SchedSeq*> order;
     for (const auto& w : waiting) order.push_back(&w);
     auto eff = [&](const SchedSeq* s) {

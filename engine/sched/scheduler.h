@@ -19,7 +19,17 @@
 //   then arrival order, while there is budget, a running slot, and blocks for their first
 //   chunk above the watermark. Admission is strictly in order: a large request at the head
 //   is not overtaken by smaller ones (no starvation). Nothing is admitted in a step that
-//   preempted or demoted (the ladder makes room for running sequences, not for new ones).
+//   preempted or demoted under pressure (the ladder makes room for running sequences, not
+//   for new ones).
+// - Requested demotions: a running sequence whose request asked for the ladder's smaller
+//   codec (SchedSeq::eager_demotion, GenerationRequest::kv_cache) has its demotable pairs
+//   demoted every step, without pressure, after the chunks are planned: what pressure
+//   demotion left of them, oldest running sequence first, at most max_eager_demotions pairs
+//   per step over all sequences (so a long prefill's backlog is spread over steps instead of
+//   stalling one). They are not counted as freed blocks (the engine applies them after
+//   admission, as many as are still mergeable then: an admitted request may have just
+//   started sharing one of them), so no chunk or admission depends on them, and they do not
+//   stop admission.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +43,7 @@ struct SchedulerConfig {
   int32_t max_running = 64;
   int32_t watermark_blocks = 0;  // kept free at admission to absorb decode growth
   int32_t aging_steps = 0;       // 0 = no aging; else +1 priority per aging_steps waited
+  int32_t max_eager_demotions = 16;  // requested demotions (block pairs) per step, all sequences
 };
 
 struct SchedSeq {
@@ -47,6 +58,8 @@ struct SchedSeq {
   // many blocks demotion could free now (PlanBlockMerges; 0 when the ladder is off).
   int32_t demoted_blocks = 0;
   int32_t demotable_blocks = 0;
+  // Its request asked for the ladder's smaller codec: demote its demotable blocks eagerly.
+  bool eager_demotion = false;
   // Waiting sequences: prompt tokens the prefix cache can supply, and how many of those
   // cached blocks currently sit in the free pool (reviving them consumes free blocks).
   int32_t prefix_hit_tokens = 0;
@@ -61,7 +74,8 @@ struct ScheduledChunk {
 
 struct ScheduledDemotion {
   int64_t id = 0;
-  int32_t merges = 0;  // oldest mergeable pairs to demote; each frees one block
+  int32_t merges = 0;     // oldest mergeable pairs to demote under pressure; each frees one block
+  int32_t requested = 0;  // then up to this many more, eagerly (not counted as freed)
 };
 
 struct SchedulePlan {

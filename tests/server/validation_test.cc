@@ -9,13 +9,14 @@
 #include "gtest/gtest.h"
 #include "server/generation_service.h"
 #include "server/status_map.h"
+#include "tests/server/server_test_util.h"
 
 namespace compressd::server {
 namespace {
 
 using ::testing::HasSubstr;
 
-constexpr ModelLimits kLimits{/*vocab_size=*/512, /*context_length=*/256};
+const ModelLimits kLimits{/*vocab_size=*/512, /*context_length=*/256};
 
 v1::GenerateRequest Valid() {
   v1::GenerateRequest r;
@@ -325,6 +326,86 @@ TEST(ToValidUtf8, ReplacesBadSequences) {
   EXPECT_EQ(ToValidUtf8("\xff"), "\xEF\xBF\xBD");
   EXPECT_EQ(ToValidUtf8("\xc0\xaf"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong
   EXPECT_EQ(ToValidUtf8("\xed\xa0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+}
+
+TEST(ValidateGenerateRequest, KvCacheTakesOnlyTheServersCodecOrItsLadderStep) {
+  ModelLimits limits = kLimits;
+  limits.kv_cache_codecs = {"int8", "int4"};
+  v1::GenerateRequest r = Valid();
+  EXPECT_TRUE(ValidateGenerateRequest(r, limits).ok());  // "" = the server's codec
+  for (const char* ok : {"int8", "int4"}) {
+    r.set_kv_cache(ok);
+    EXPECT_TRUE(ValidateGenerateRequest(r, limits).ok()) << ok;
+  }
+  for (const char* bad : {"int2", "fp16", "bf16", "bogus", " int4", "INT4"}) {
+    r.set_kv_cache(bad);
+    const absl::Status st = ValidateGenerateRequest(r, limits);
+    ASSERT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(st.message()),
+                HasSubstr("allowed on this server: \"\" (the server's codec, int8), \"int8\", "
+                          "\"int4\""))
+        << st;
+    EXPECT_THAT(std::string(st.message()), HasSubstr(std::string("kv_cache is '") + bad));
+    EXPECT_EQ(ToGrpcStatus(st).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // No request codecs known (a codec without a ladder step lists only itself).
+  r.set_kv_cache("int4");
+  ExpectInvalid(r, {"kv_cache is 'int4'", "allowed on this server: \"\""});
+  // Control bytes are escaped in the message; long values are cut.
+  r.set_kv_cache(std::string("a\nb") + std::string(100, 'x'));
+  const absl::Status st = ValidateGenerateRequest(r, limits);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("a\\nb"));
+  EXPECT_LT(st.message().size(), 400u);
+}
+
+// Through gRPC: a real server with an int8 KV cache on random:tiny.
+TEST(ValidateGenerateRequest, KvCacheOverGrpc) {
+  ServerOptions o;
+  o.host = "127.0.0.1";
+  o.port = 0;
+  o.metrics_port = 0;
+  o.engine.model = "random:tiny";
+  o.engine.threads = 1;
+  o.engine.kv_cache = "int8";
+  auto server = Server::Create(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::Generation::NewStub(channel);
+
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok());
+  }
+  EXPECT_EQ(info.kv_codec(), "int8");
+  EXPECT_THAT(std::vector<std::string>(info.kv_cache_request_codecs().begin(),
+                                       info.kv_cache_request_codecs().end()),
+              ::testing::ElementsAre("int8", "int4"));
+
+  v1::GenerateRequest r;
+  for (int i = 0; i < 40; ++i) r.add_prompt_token_ids(static_cast<uint32_t>(3 + i * 7 % 500));
+  r.set_max_tokens(150);
+  r.set_ignore_eos(true);
+  r.mutable_sampling()->set_temperature(0);
+  for (const char* bad : {"int2", "fp16", "nope"}) {
+    r.set_kv_cache(bad);
+    const testing::StreamResult res = testing::RunGenerate(stub.get(), r);
+    EXPECT_EQ(res.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_THAT(res.status.error_message(), HasSubstr("kv_cache"));
+    EXPECT_THAT(res.status.error_message(), HasSubstr("\"int8\", \"int4\""));
+    EXPECT_TRUE(res.messages.empty());
+  }
+  r.set_kv_cache("");
+  const testing::StreamResult base = testing::RunGenerate(stub.get(), r);
+  ASSERT_TRUE(base.status.ok()) << base.status.error_message();
+  r.set_kv_cache("int4");
+  const testing::StreamResult small = testing::RunGenerate(stub.get(), r);
+  ASSERT_TRUE(small.status.ok()) << small.status.error_message();
+  ASSERT_NE(base.final_message(), nullptr);
+  ASSERT_NE(small.final_message(), nullptr);
+  EXPECT_EQ(small.token_ids.size(), 150u);
+  EXPECT_LT(small.final_message()->usage().kv_bytes(), base.final_message()->usage().kv_bytes());
+  EXPECT_GT((*server)->engine().Stats().kv_demotions_requested_total, 0u);
 }
 
 }  // namespace
