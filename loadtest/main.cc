@@ -97,6 +97,7 @@ int RunLoadTest(const Options& o) {
   common.request_timeout_s = o.request_timeout_s;
   common.ignore_eos = o.ignore_eos;
   common.temperature = o.temperature;
+  common.kv_cache = o.kv_cache;
   common.seed = o.seed;
 
   if (o.warmup > 0) {

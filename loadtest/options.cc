@@ -42,6 +42,10 @@ ABSL_FLAG(double, timeout, 600, "Per-request deadline in seconds.");
 ABSL_FLAG(bool, ignore_eos, true,
           "Ask the server to generate past EOS so every request produces max_tokens tokens.");
 ABSL_FLAG(float, temperature, 0, "Sampling temperature (0 = greedy).");
+ABSL_FLAG(std::string, kv_cache, "",
+          "GenerateRequest.kv_cache for every request: empty = the server's KV codec; the "
+          "smaller codec of its KV pressure ladder (e.g. int4 on an int8 server) has each "
+          "request's cold blocks demoted eagerly (ModelInfo.kv_cache_request_codecs).");
 ABSL_FLAG(double, wait_ready, 60,
           "Seconds to wait for the target to connect and report SERVING on grpc.health.v1.");
 ABSL_FLAG(std::string, lb_policy, "",
@@ -189,6 +193,7 @@ absl::StatusOr<Options> OptionsFromFlags() {
   if (!(o.request_timeout_s > 0)) return absl::InvalidArgumentError("--timeout must be > 0");
   o.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
   o.temperature = absl::GetFlag(FLAGS_temperature);
+  o.kv_cache = absl::GetFlag(FLAGS_kv_cache);
   o.wait_ready_s = absl::GetFlag(FLAGS_wait_ready);
   if (!(o.wait_ready_s > 0)) return absl::InvalidArgumentError("--wait-ready must be > 0");
   o.lb_policy = absl::GetFlag(FLAGS_lb_policy);
@@ -213,6 +218,7 @@ nlohmann::json Options::ToJson() const {
                    {"request_timeout_s", request_timeout_s},
                    {"ignore_eos", ignore_eos},
                    {"temperature", temperature},
+                   {"kv_cache", kv_cache},
                    {"lb_policy", lb_policy}};
   if (!sweep.values.empty()) {
     j["sweep"] = {{"mode", sweep.mode == LoadMode::kOpenLoop ? "rates" : "concurrency"},

@@ -44,6 +44,7 @@ struct Options {
   double request_timeout_s = 600;
   bool ignore_eos = true;
   float temperature = 0;
+  std::string kv_cache;  // GenerateRequest.kv_cache; "" = the server's codec
   double wait_ready_s = 60;  // connect + health SERVING
   std::string lb_policy;     // "" = gRPC default (pick_first)
 

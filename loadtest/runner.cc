@@ -124,6 +124,7 @@ RunResult RunLoad(const std::shared_ptr<grpc::Channel>& channel, const std::vect
     req.set_ignore_eos(spec.ignore_eos);
     req.set_request_id(absl::StrCat("loadtest-", i));
     req.mutable_sampling()->set_temperature(spec.temperature);
+    if (!spec.kv_cache.empty()) req.set_kv_cache(spec.kv_cache);
     if (spec.temperature > 0) req.mutable_sampling()->set_seed(spec.seed + i);
     call->record.index = i;
     call->record.prompt_tokens = item.prompt_words;

@@ -25,6 +25,7 @@ struct RunSpec {
   double request_timeout_s = 600;
   bool ignore_eos = true;
   float temperature = 0;
+  std::string kv_cache;  // GenerateRequest.kv_cache of every request ("" = not set)
   uint64_t seed = 0;
 };
 

@@ -142,6 +142,22 @@ TEST_F(LoadtestE2eTest, ClosedLoopMeasuresEveryToken) {
   EXPECT_GT(r.duration_s, 0);
 }
 
+// --kv_cache reaches the server as GenerateRequest.kv_cache: random:tiny serves fp16 KV,
+// which has no smaller codec for requests, so "int2" is refused with the field's name.
+TEST_F(LoadtestE2eTest, SendsThePerRequestKvCodec) {
+  auto items = SyntheticWorkload(3, *ParseLengthDist("fixed:4"), *ParseLengthDist("fixed:2"), 1);
+  RunSpec spec;
+  spec.concurrency = 3;
+  spec.request_timeout_s = 60;
+  spec.kv_cache = "int2";
+  RunResult r = RunLoad(channel_, items, spec);
+  ASSERT_EQ(r.records.size(), 3u);
+  for (const RequestRecord& rec : r.records) {
+    EXPECT_EQ(StatusCodeName(rec.status_code), "INVALID_ARGUMENT") << rec.error;
+    EXPECT_NE(rec.error.find("kv_cache"), std::string::npos) << rec.error;
+  }
+}
+
 TEST_F(LoadtestE2eTest, OpenLoopWithDurationLimitCancelsTheRest) {
   auto items = SyntheticWorkload(50, *ParseLengthDist("fixed:8"), *ParseLengthDist("fixed:4"), 2);
   RunSpec spec;
