@@ -20,6 +20,13 @@
 //
 // Threads: as the KIVI codec (quant_codec.cc): staging buffers keyed by block pointer under a
 // mutex; Attend accumulates into thread-local arrays and adds them under the mutex.
+// Determinism: the calls that observe a block (the step's tokens x head ranges) finish in any
+// order, and float sums depend on the order of their terms (with three or more calls). So each
+// call's contribution is converted to fixed point (kAccScale = 2^44, truncated) and added as an
+// integer: exact and order independent, so the scores, and with them which tokens stay hi and
+// the sealed bytes, do not depend on thread timing (test: ScoresDoNotDependOnAttendOrder).
+// They still depend on how the runner cuts a KV head's query heads between calls (the kernel
+// sums a call's heads in float before it gets here), i.e. on the thread count, not on timing.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -37,10 +44,15 @@
 namespace compressd {
 namespace {
 
+// Fixed point of the accumulated attention: 2^-44 resolution (probabilities >= 2^-21 convert
+// exactly, smaller ones lose less than 1e-13). A token's sum is at most the number of query
+// heads that saw it (<= block_size x n_heads: 2^6 x 2^12 still fits 2^62).
+constexpr double kAccScale = 0x1p44;
+
 struct Stage {
   std::vector<uint16_t> kv;   // K [nkv][bs][hd] then V, fp16
-  std::vector<float> acc;     // accumulated attention probability [nkv][bs]
-  std::vector<float> obs;     // number of query heads that saw the token [nkv][bs]
+  std::vector<int64_t> acc;   // accumulated attention probability [nkv][bs], fixed point
+  std::vector<int32_t> obs;   // number of query heads that saw the token [nkv][bs]
   std::vector<uint8_t> sink;  // [bs]
 };
 
@@ -87,7 +99,9 @@ class SelectKvCodec : public KvCodec {
     }
     std::vector<float> score(st->acc.size());
     for (size_t i = 0; i < score.size(); ++i) {
-      score[i] = no_score_ ? 0.0f : st->acc[i] / std::max(1.0f, st->obs[i]);
+      score[i] = no_score_ ? 0.0f
+                           : static_cast<float>(static_cast<double>(st->acc[i]) / kAccScale /
+                                                std::max(1, st->obs[i]));
     }
     kernels::KvSelectEncodeBlock(layout_, st->kv.data(), score.data(), st->sink.data(), head_wise_,
                                  block);
@@ -140,18 +154,37 @@ class SelectKvCodec : public KvCodec {
     kernels::AttendKvSelect(layout_, geo_.n_heads, q, blocks, stages.data(), accp.data(), n_ctx,
                             scale, out, scratch, head_begin, head_end);
     if (staged.empty()) return;
+    // This call's share, in fixed point (outside the lock): only the KV heads of its query
+    // heads and the block's filled slots can be nonzero.
     const int group = geo_.n_heads / nkv;
+    const int kv_begin = head_begin / group;
+    const int kv_end = head_end > head_begin ? (head_end - 1) / group + 1 : kv_begin;
+    thread_local std::vector<int64_t> fixed;
+    fixed.resize(acc.size());
+    for (size_t i = 0; i < staged.size(); ++i) {
+      const int ntok = std::min(bs, n_ctx - staged_index[i] * bs);
+      for (int kvh = kv_begin; kvh < kv_end; ++kvh) {
+        const size_t row = (i * nkv + kvh) * bs;
+        for (int t = 0; t < ntok; ++t) {
+          fixed[row + t] = static_cast<int64_t>(static_cast<double>(acc[row + t]) * kAccScale);
+        }
+      }
+    }
     absl::MutexLock lock(&mu_);
     for (size_t i = 0; i < staged.size(); ++i) {
       Stage* st = staged[i];
       const int b = staged_index[i];
       const int ntok = std::min(bs, n_ctx - b * bs);
-      const float* a = acc.data() + i * nkv * bs;
-      for (int h = head_begin; h < head_end; ++h) {
-        const int kvh = h / group;
-        for (int t = 0; t < ntok; ++t) st->obs[static_cast<size_t>(kvh) * bs + t] += 1.0f;
+      for (int kvh = kv_begin; kvh < kv_end; ++kvh) {
+        // Query heads of this call that belong to KV head kvh.
+        const int n_q = std::min(head_end, (kvh + 1) * group) - std::max(head_begin, kvh * group);
+        const size_t row = static_cast<size_t>(kvh) * bs;
+        const int64_t* a = fixed.data() + i * nkv * bs + row;
+        for (int t = 0; t < ntok; ++t) {
+          st->obs[row + t] += n_q;
+          st->acc[row + t] += a[t];
+        }
       }
-      for (size_t j = 0; j < st->acc.size(); ++j) st->acc[j] += a[j];
       if (b == 0) {
         for (int t = 0; t < std::min(sink_, ntok); ++t) st->sink[t] = 1;
       }
@@ -181,8 +214,8 @@ class SelectKvCodec : public KvCodec {
     // Scores start at zero for each fill of a block. Slot 0's Store may come after other
     // slots' Stores of the same step (threads), but always before any Attend that scores it.
     if (fresh || first_slot) {
-      std::fill(slot->acc.begin(), slot->acc.end(), 0.0f);
-      std::fill(slot->obs.begin(), slot->obs.end(), 0.0f);
+      std::fill(slot->acc.begin(), slot->acc.end(), 0);
+      std::fill(slot->obs.begin(), slot->obs.end(), 0);
       std::fill(slot->sink.begin(), slot->sink.end(), 0);
     }
     return slot.get();

@@ -458,5 +458,108 @@ TEST(SelectKvCodec, RunnerProtocolCloseToFp32) {
   EXPECT_LT(RunnerError("ems+int2:f10", 12, d.k, d.v, d.q, g), 2e-3);
 }
 
+// The attention that scores a staged block arrives in many Attend calls (the step's tokens x
+// head ranges, on several threads) whose finishing order varies. The scores, so which tokens
+// stay hi and the sealed bytes, must not depend on that order. Built so that float
+// accumulation in call order flips a choice: one-hot keys make each query's logits explicit
+// (slot t's logit = q[t]); in each KV head, token A (slot 9) gets probability 1 from one query
+// and x = 0.75 * 2^-24 from two others, token B (slot 5) gets 1 from one query; C (slot 12) gets
+// ~1 twice. In float, 1 + x + x == 1 (a tie with B, which the earlier slot wins) but x + x + 1 >
+// 1 (A wins). Exactly, A > B: A must be kept, whatever the order or the threads.
+struct AttendCall {
+  std::vector<float> q;  // [n_heads * head_dim]
+  int h0, h1;
+};
+
+std::vector<uint8_t> SealAfterCalls(const std::string& name, const KvGeometry& g,
+                                    const std::vector<float>& k, const std::vector<float>& v,
+                                    const std::vector<AttendCall>& calls,
+                                    const std::vector<int>& order, int threads) {
+  auto c = *MakeKvCodec(name, g);
+  const int bs = g.block_size, kvd = g.n_kv_heads * g.head_dim;
+  std::vector<uint8_t> mem(c->LayerBlockBytes(), 0xCD);
+  for (int t = 0; t < bs; ++t) c->Store(0, mem.data(), t, k.data() + t * kvd, v.data() + t * kvd);
+  const uint8_t* blocks[1] = {mem.data()};
+  auto run = [&](size_t from, size_t to) {
+    std::vector<float> out(static_cast<size_t>(g.n_heads) * g.head_dim), s(c->ScratchFloats(bs));
+    for (size_t i = from; i < to; ++i) {
+      const AttendCall& a = calls[order[i]];
+      c->Attend(0, a.q.data(), blocks, bs, 1.0f, out.data(), s.data(), a.h0, a.h1);
+    }
+  };
+  std::vector<std::thread> th;
+  for (int i = 0; i < threads; ++i) {
+    th.emplace_back(run, order.size() * i / threads, order.size() * (i + 1) / threads);
+  }
+  for (auto& t : th) t.join();
+  c->Seal(0, mem.data());
+  return mem;
+}
+
+TEST(SelectKvCodec, ScoresDoNotDependOnAttendOrder) {
+  const KvGeometry g = Geo();  // 8 query heads, 2 KV heads (group 4), head_dim 32, block 16
+  const int bs = g.block_size, hd = g.head_dim, kvd = g.n_kv_heads * hd;
+  const std::string name = "mikv:f12:uniform:sink0";  // 4 hi of 32: 2 per KV head
+  std::vector<float> k(static_cast<size_t>(bs) * kvd, 0.0f), v(k.size());
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd;
+  for (int t = 0; t < bs; ++t) {
+    for (int h = 0; h < g.n_kv_heads; ++h) k[t * kvd + h * hd + t] = 1.0f;  // one-hot keys
+  }
+  for (float& x : v) x = nd(rng);
+  const int A = 9, B = 5, C = 12;
+  const float x_log = std::log(0.75f) - 24 * std::log(2.0f);
+  auto call = [&](int h, std::vector<std::pair<int, float>> logits) {
+    AttendCall a{std::vector<float>(static_cast<size_t>(g.n_heads) * hd, 0.0f), h, h + 1};
+    for (int t = 0; t < bs; ++t) a.q[h * hd + t] = -200.0f;
+    for (auto [t, l] : logits) a.q[h * hd + t] = l;
+    return a;
+  };
+  std::vector<AttendCall> calls;
+  for (int kvh = 0; kvh < g.n_kv_heads; ++kvh) {
+    const int h = kvh * 4;
+    calls.push_back(call(h, {{A, 0.0f}}));                  // 0, 4: A gets 1
+    calls.push_back(call(h + 1, {{B, 0.0f}}));              // 1, 5: B gets 1
+    calls.push_back(call(h + 2, {{C, 0.0f}, {A, x_log}}));  // 2, 6: A gets x
+    calls.push_back(call(h + 3, {{C, 0.0f}, {A, x_log}}));  // 3, 7: A gets x
+  }
+  kernels::KvSelectLayout l;
+  l.block_size = bs;
+  l.n_kv_heads = g.n_kv_heads;
+  l.head_dim = hd;
+  l.hi_bits = 8;
+  l.lo_bits = 2;
+  l.n_hi = 4;
+  l.v_group = 32;
+  std::vector<std::vector<int>> orders = {{0, 1, 2, 3, 4, 5, 6, 7},   // A's 1 first
+                                          {2, 3, 0, 1, 6, 7, 4, 5}};  // A's x first
+  std::mt19937 shuf(8);
+  for (int i = 0; i < 30; ++i) {
+    orders.push_back(orders[0]);
+    std::shuffle(orders.back().begin(), orders.back().end(), shuf);
+  }
+  const std::vector<uint8_t> want = SealAfterCalls(name, g, k, v, calls, orders[0], 1);
+  ASSERT_EQ(want.size(), l.BlockBytes());
+  std::vector<float> kd(hd), vd(hd);
+  for (int h = 0; h < g.n_kv_heads; ++h) {
+    std::vector<int> hi;
+    for (int t = 0; t < bs; ++t) {
+      if (kernels::KvSelectDecodeToken(l, want.data(), h, t, kd.data(), vd.data()) == 1) {
+        hi.push_back(t);
+      }
+    }
+    EXPECT_EQ(hi, (std::vector<int>{A, C})) << "KV head " << h;
+  }
+  for (size_t i = 1; i < orders.size(); ++i) {
+    EXPECT_TRUE(SealAfterCalls(name, g, k, v, calls, orders[i], 1) == want) << "order " << i;
+  }
+  // The same calls from several threads at once, finishing in whatever order they do.
+  for (int rep = 0; rep < 20; ++rep) {
+    EXPECT_TRUE(SealAfterCalls(name, g, k, v, calls, orders[rep % orders.size()], 2 + rep % 3) ==
+                want)
+        << "threads, rep " << rep;
+  }
+}
+
 }  // namespace
 }  // namespace compressd
