@@ -35,8 +35,11 @@ class Sampler {
 
 // The ids (ascending) that top-k, then min-p, then top-p keep from probabilities p[0..vocab)
 // (summing to 1), each filter taking a prefix of the order "most likely first, ties: lower id
-// first"; at least one. KeptTokens selects among the candidates above a falling cut without
-// sorting them (O(vocab)); KeptTokensRef sorts the whole vocabulary (test oracle).
+// first" (top-p: the shortest prefix whose running double sum, in that order, reaches top_p);
+// at least one. KeptTokens selects without sorting the vocabulary (O(vocab): the few
+// candidates near the top when the distribution is peaked, else a histogram of the
+// probabilities' bits with exact per-bucket sums) and returns exactly KeptTokensRef's answer;
+// KeptTokensRef sorts the whole vocabulary (test oracle).
 std::vector<int32_t> KeptTokens(const float* p, int32_t vocab, const SamplingParams& params);
 std::vector<int32_t> KeptTokensRef(const float* p, int32_t vocab, const SamplingParams& params);
 

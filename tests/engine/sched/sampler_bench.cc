@@ -32,6 +32,7 @@ void BM_Sample(benchmark::State& state) {
     case 2: p.temperature = 0.8f; p.top_k = 40; break;      // top-k
     case 3: p.temperature = 1.0f; p.min_p = 0.05f; break;   // min-p
     case 4: p.temperature = 1.0f; break;                    // plain
+    case 5: p.temperature = 1.0f; p.top_k = 50; p.top_p = 0.95f; break;  // common defaults
   }
   Sampler s(p, 7);
   // Flat: what random-weight models give (and a real model at a very uncertain step).
@@ -43,10 +44,11 @@ void BM_Sample(benchmark::State& state) {
     l = base;
     benchmark::DoNotOptimize(s.Sample(l.data(), V, context, counts, -1).token);
   }
-  static const char* kNames[] = {"greedy", "top_p0.9", "top_k40", "min_p0.05", "plain"};
+  static const char* kNames[] = {"greedy",    "top_p0.9", "top_k40",
+                                 "min_p0.05", "plain",    "top_k50+top_p0.95"};
   state.SetLabel(std::string(kNames[state.range(1)]) + (state.range(2) ? " flat" : " peaked"));
 }
-BENCHMARK(BM_Sample)->ArgsProduct({{49152, 128256}, {0, 1, 2, 3, 4}, {0, 1}})
+BENCHMARK(BM_Sample)->ArgsProduct({{49152, 128256}, {0, 1, 2, 3, 4, 5}, {0, 1}})
     ->ArgNames({"V", "mode", "flat"});
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "engine/sched/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -139,7 +140,7 @@ TEST(Sampler, LargeVocabularyWithTopPSortsOnlyTheHead) {
 }
 
 
-// KeptTokens (sorts only the candidates above a falling cut) against the full sort, over
+// KeptTokens (selection without sorting the vocabulary) against the full sort, over
 // peaked, flat and tied distributions and every filter combination.
 TEST(Sampler, KeptTokensMatchesTheFullSort) {
   std::mt19937 rng(3);
@@ -186,6 +187,248 @@ TEST(Sampler, TopPDrawsFollowTheKeptDistribution) {
   EXPECT_NEAR(seen[0] / double(n), 0.5 / 0.95, 0.015);
   EXPECT_NEAR(seen[1] / double(n), 0.3 / 0.95, 0.015);
   EXPECT_NEAR(seen[2] / double(n), 0.15 / 0.95, 0.015);
+}
+
+// A plain scalar reference for the selection, written out here: sort the whole vocabulary by
+// (probability descending, id ascending), then top-k, min-p (>= min_p * max) and top-p (the
+// shortest prefix whose running double sum reaches top_p), each a prefix; ids ascending.
+std::vector<int32_t> SortedOrder(const std::vector<float>& p) {
+  std::vector<int32_t> idx(p.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int32_t>(i);
+  std::sort(idx.begin(), idx.end(),
+            [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+  return idx;
+}
+
+std::vector<int32_t> ScalarKept(const std::vector<float>& p, const std::vector<int32_t>& order,
+                                const SamplingParams& sp) {
+  const size_t V = p.size();
+  size_t keep = (sp.top_k > 0 && static_cast<size_t>(sp.top_k) < V) ? sp.top_k : V;
+  if (sp.min_p > 0) {
+    const float cut = sp.min_p * p[order[0]];
+    size_t n = 0;
+    while (n < keep && p[order[n]] >= cut) ++n;
+    keep = std::max<size_t>(1, n);
+  }
+  if (sp.top_p > 0 && sp.top_p < 1) {
+    double c = 0;
+    for (size_t i = 0; i < keep; ++i) {
+      c += p[order[i]];
+      if (c >= sp.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  std::vector<int32_t> kept(order.begin(), order.begin() + keep);
+  std::sort(kept.begin(), kept.end());
+  return kept;
+}
+
+// Probability vectors of the shapes the selection treats differently: flat (every token a
+// candidate), peaked (a few), ties (few distinct values), zeros (-inf logits), a long tail of
+// probabilities below 2^-29 (where double sums round), and a tail all equal to the head.
+std::vector<float> Probs(int kind, int32_t V, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> l(V);
+  for (int32_t i = 0; i < V; ++i) {
+    if (kind == 0) l[i] = 0.2f * n(rng);                                  // flat
+    if (kind == 1) l[i] = 2.0f * n(rng) + (i % 997 == 5 ? 12.0f : 0.0f);  // peaked
+    if (kind == 2) l[i] = static_cast<float>(rng() % 4);                  // ties
+    if (kind == 3) l[i] = rng() % 3 == 0 ? -INFINITY : 0.3f * n(rng);     // zeros
+    if (kind == 4) l[i] = 8.0f * n(rng);                                  // tiny tail
+    if (kind == 5) l[i] = rng() % 50 == 0 ? 1.0f : 0.0f;                  // 2 values
+  }
+  kernels::SoftmaxInPlace(l.data(), V);
+  return l;
+}
+
+TEST(Sampler, KeptTokensMatchesAScalarReferenceOnLargeVocabularies) {
+  for (int32_t V : {3000, 20000, 49152}) {
+    for (int kind = 0; kind < 6; ++kind) {
+      const std::vector<float> p = Probs(kind, V, static_cast<uint32_t>(V + kind));
+      const std::vector<int32_t> order = SortedOrder(p);
+      for (int top_k : {0, 1, 40, 5000, V - 1}) {
+        for (float top_p : {0.0f, 0.1f, 0.5f, 0.9f, 0.999f, 0.99999f}) {
+          for (float min_p : {0.0f, 0.01f, 0.3f}) {
+            SamplingParams sp;
+            sp.temperature = 1;
+            sp.top_k = top_k;
+            sp.top_p = top_p;
+            sp.min_p = min_p;
+            ASSERT_EQ(KeptTokens(p.data(), V, sp), ScalarKept(p, order, sp))
+                << "V=" << V << " kind=" << kind << " top_k=" << top_k << " top_p=" << top_p
+                << " min_p=" << min_p;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Ties at the boundary: top-k and top-p cut through a run of equal probabilities; the lower
+// ids of the run are kept.
+TEST(Sampler, KeptTokensBreaksTiesByLowerId) {
+  const int32_t V = 30000;
+  std::vector<float> p(V, 1.0f / V);  // uniform: every token ties
+  SamplingParams sp;
+  sp.temperature = 1;
+  sp.top_k = 7000;
+  std::vector<int32_t> want(7000);
+  for (int32_t i = 0; i < 7000; ++i) want[i] = i;
+  EXPECT_EQ(KeptTokens(p.data(), V, sp), want);
+  sp.top_k = 0;
+  sp.top_p = 0.5f;
+  const std::vector<int32_t> kept = KeptTokens(p.data(), V, sp);
+  EXPECT_EQ(kept, ScalarKept(p, SortedOrder(p), sp));
+  ASSERT_FALSE(kept.empty());
+  EXPECT_EQ(kept.front(), 0);
+  EXPECT_EQ(kept.back(), static_cast<int32_t>(kept.size()) - 1);
+}
+
+// Sampler::Sample against the definition written out (the sampler before the selection and the
+// draw were made O(vocab) with exact reordered sums): softmax with temperature, the scalar
+// reference's kept tokens, their running double sum in id order, u(0, total) from the same
+// mt19937_64, the first token whose running sum exceeds the draw. Tokens and logprobs must be
+// identical, draw after draw.
+struct RefDraw {
+  int32_t token;
+  float logprob;
+};
+RefDraw ReferenceSample(std::vector<float> logits, const SamplingParams& sp, std::mt19937_64& rng) {
+  const int32_t V = static_cast<int32_t>(logits.size());
+  std::vector<float> prob(V);
+  const float inv_t = 1.0f / sp.temperature;
+  for (int32_t i = 0; i < V; ++i) prob[i] = logits[i] * inv_t;
+  kernels::SoftmaxInPlace(prob.data(), V);
+  std::vector<int32_t> kept;
+  const bool filtered =
+      (sp.top_k > 0 && sp.top_k < V) || (sp.top_p > 0 && sp.top_p < 1) || sp.min_p > 0;
+  if (filtered) {
+    kept = ScalarKept(prob, SortedOrder(prob), sp);
+  } else {
+    kept.resize(V);
+    for (int32_t i = 0; i < V; ++i) kept[i] = i;
+  }
+  double total = 0;
+  for (int32_t t : kept) total += prob[t];
+  std::uniform_real_distribution<double> u(0.0, total);
+  const double x = u(rng);
+  double c = 0;
+  int32_t chosen = kept.back();
+  for (int32_t t : kept) {
+    c += prob[t];
+    if (x < c) {
+      chosen = t;
+      break;
+    }
+  }
+  return {chosen, static_cast<float>(std::log(prob[chosen] / total))};
+}
+
+TEST(Sampler, SampleMatchesTheDefinitionDrawForDraw) {
+  struct Case {
+    float temperature, top_p, min_p;
+    int top_k;
+  };
+  const std::vector<Case> cases = {
+      {1.0f, 0, 0, 0},      {0.7f, 0.9f, 0, 0},     {0.8f, 0, 0, 40},      {1.0f, 0, 0.05f, 0},
+      {1.0f, 0.95f, 0, 50}, {1.5f, 0.5f, 0.01f, 0}, {1.0f, 0.99999f, 0, 0}};
+  for (int32_t V : {5000, 49152}) {
+    for (int kind = 0; kind < 6; ++kind) {
+      // Logits whose softmax has the shape `kind` (log of the probabilities; -inf for zeros).
+      std::vector<float> logits = Probs(kind, V, static_cast<uint32_t>(7 * V + kind));
+      for (float& x : logits) x = std::log(x);
+      for (const Case& c : cases) {
+        SamplingParams sp;
+        sp.temperature = c.temperature;
+        sp.top_p = c.top_p;
+        sp.min_p = c.min_p;
+        sp.top_k = c.top_k;
+        Sampler s(sp, 1234);
+        std::mt19937_64 rng(1234);
+        for (int draw = 0; draw < 12; ++draw) {
+          std::vector<float> l = logits;
+          const SampleResult got = s.Sample(l.data(), V, {}, {}, -1);
+          const RefDraw want = ReferenceSample(logits, sp, rng);
+          ASSERT_EQ(got.token, want.token)
+              << "V=" << V << " kind=" << kind << " T=" << c.temperature << " top_p=" << c.top_p
+              << " min_p=" << c.min_p << " top_k=" << c.top_k << " draw " << draw;
+          ASSERT_EQ(got.logprob, want.logprob) << "V=" << V << " kind=" << kind << " draw " << draw;
+        }
+      }
+    }
+  }
+}
+
+// Where reordered sums would not be exact (probabilities below 2^-29 among those summed), the
+// selection and the draw fall back to the definitions; same answers.
+TEST(Sampler, TinyProbabilitiesFallBackToTheDefinition) {
+  auto check = [](const std::vector<float>& logits, SamplingParams sp, const char* what) {
+    const int32_t V = static_cast<int32_t>(logits.size());
+    std::vector<float> prob = logits;
+    kernels::SoftmaxInPlace(prob.data(), V);
+    EXPECT_EQ(KeptTokens(prob.data(), V, sp), ScalarKept(prob, SortedOrder(prob), sp)) << what;
+    Sampler s(sp, 99);
+    std::mt19937_64 rng(99);
+    for (int draw = 0; draw < 8; ++draw) {
+      std::vector<float> l = logits;
+      const SampleResult got = s.Sample(l.data(), V, {}, {}, -1);
+      const RefDraw want = ReferenceSample(logits, sp, rng);
+      ASSERT_EQ(got.token, want.token) << what << " draw " << draw;
+      ASSERT_EQ(got.logprob, want.logprob) << what << " draw " << draw;
+    }
+  };
+  // A head of 2000 equally likely tokens and a tail of 47,152 at ~1e-10 each (mass ~5e-6):
+  // top-p 0.999999 crosses inside the tail.
+  std::vector<float> head_tail(49152, 0.0f);
+  for (int32_t i = 0; i < 49152; ++i) head_tail[i] = i % 24 == 0 ? 0.0f : -15.5f;
+  SamplingParams sp;
+  sp.temperature = 1;
+  sp.top_p = 0.999999f;
+  check(head_tail, sp, "top-p in a tail below 2^-29");
+  // Min-p with a cut below 2^-29: many kept tokens, some below 2^-29.
+  sp = SamplingParams();
+  sp.temperature = 1;
+  sp.min_p = 1e-7f;
+  for (int32_t i = 0; i < 49152; ++i) head_tail[i] = i % 24 == 0 ? 0.0f : (i % 2 ? -15.5f : -14.0f);
+  check(head_tail, sp, "min-p cut below 2^-29");
+  // Few candidates (a small vocabulary), some below 2^-29.
+  std::vector<float> small(1000);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n(0.0f, 8.0f);
+  for (float& x : small) x = n(rng);
+  sp = SamplingParams();
+  sp.temperature = 1;
+  sp.min_p = 1e-30f;
+  check(small, sp, "listed tokens below 2^-29");
+  sp.min_p = 0;
+  sp.top_p = 0.9999999f;
+  check(small, sp, "listed, top-p");
+}
+
+// Not probabilities (NaN from a broken model): any answer, but in range and without a crash.
+TEST(Sampler, NanProbabilitiesStayInRange) {
+  for (int32_t V : {500, 30000}) {
+    std::vector<float> p = Probs(0, V, 3);
+    for (int32_t i = 0; i < V; i += 7) p[i] = NAN;
+    for (float top_p : {0.0f, 0.5f, 0.99999f}) {
+      for (float min_p : {0.0f, 0.05f}) {
+        for (int top_k : {0, 40}) {
+          SamplingParams sp;
+          sp.temperature = 1;
+          sp.top_p = top_p;
+          sp.min_p = min_p;
+          sp.top_k = top_k;
+          for (int32_t t : KeptTokens(p.data(), V, sp)) ASSERT_TRUE(t >= 0 && t < V);
+          std::vector<float> l = p;
+          const int32_t t = Sampler(sp, 1).Sample(l.data(), V, {}, {}, -1).token;
+          EXPECT_TRUE(t >= 0 && t < V) << t;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
