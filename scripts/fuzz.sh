@@ -50,6 +50,7 @@ max_len() {
     chat_template_fuzz) echo 8192 ;;
     validation_fuzz) echo 4096 ;;
     recipe_fuzz) echo 4096 ;;
+    kv_codec_fuzz) echo 512 ;;
     *) echo 16384 ;;
   esac
 }

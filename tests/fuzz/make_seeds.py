@@ -242,6 +242,13 @@ put("validation", "chat", fld(3, 2, msg(b"system", b"Be brief.") + msg(b"user", 
                                fld(2, 0, 1)) + fld(5, 0, 32))
 put("validation", "bad_sampling", fld(1, 2, b"x") + fld(6, 2, fld(1, 5, float("nan")) +
                                                         fld(2, 0, 1 << 31)) + fld(12, 0, (1 << 64) - 5))
+# ---- KV codec specs (byte 0: geometry) ------------------------------------------------
+for gi, spec in enumerate(["int4", "int8:g16", "int2:k4", "int4:noclip", "gear+int4:r2:o3",
+                           "mikv:h4:l2:f45", "ems+int4:f50:uniform", "cskv:r16+int4",
+                           "cskv:r24+mikv:h4:l2:f45", "minicache:t45:r25+int4:g32",
+                           "minicache:r0", "fp16", "bf16", "ems:f30:nomerge"]):
+    put("kv_codec", f"seed{gi:02d}", bytes([gi % 4]) + spec.encode())
+
 # ---- compression recipes ----------------------------------------------------------
 put("recipe", "json_rules.json", json.dumps({"default": "int4-g64+gptq", "rules": [
     {"match": "lm_head.weight", "format": "int8"},
