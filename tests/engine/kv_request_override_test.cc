@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/util/engine_requests.h"
+#include "tests/util/sched_fixtures.h"
 #include "tests/util/test_env.h"
 
 namespace compressd {
@@ -31,18 +32,7 @@ using testing::Prompt;
 
 // ---- scheduler (pure) -------------------------------------------------------------------
 
-SchedSeq Running(int64_t id, int32_t tokens, int32_t computed, int32_t blocks, int32_t demotable,
-                 bool eager) {
-  SchedSeq s;
-  s.id = id;
-  s.arrival = static_cast<uint64_t>(id);
-  s.num_tokens = tokens;
-  s.num_computed = computed;
-  s.blocks_held = blocks;
-  s.demotable_blocks = demotable;
-  s.eager_demotion = eager;
-  return s;
-}
+using testing::Running;
 
 SchedulerConfig Cfg(int32_t max_eager = 16) {
   SchedulerConfig c;
@@ -112,26 +102,9 @@ TEST(SchedulerRequestedDemotion, PressureTakesFirstAndTheRestIsRequested) {
 TEST(SchedulerRequestedDemotion, RandomisedInvariants) {
   std::mt19937 rng(11);
   for (int iter = 0; iter < 3000; ++iter) {
-    std::vector<SchedSeq> run;
-    const int n = 1 + static_cast<int>(rng() % 6);
-    for (int i = 0; i < n; ++i) {
-      const int32_t computed = static_cast<int32_t>(rng() % 200);
-      const int32_t tokens = computed + 1 + static_cast<int32_t>(rng() % 3 == 0 ? rng() % 80 : 0);
-      const int32_t logical = (computed + 15) / 16;
-      const int32_t demoted = logical > 0 ? static_cast<int32_t>(rng() % (logical / 2 + 1)) : 0;
-      SchedSeq s = Running(i + 1, tokens, computed, logical - demoted,
-                           static_cast<int32_t>(rng() % 5), rng() % 2 == 0);
-      s.demoted_blocks = demoted;
-      run.push_back(s);
-    }
-    std::vector<SchedSeq> wait;
-    for (int i = 0; i < static_cast<int>(rng() % 3); ++i) {
-      SchedSeq w;
-      w.id = 100 + i;
-      w.arrival = 100 + i;
-      w.num_tokens = 1 + static_cast<int32_t>(rng() % 60);
-      wait.push_back(w);
-    }
+    const testing::RandomSchedState st = testing::RandomSchedStateOf(rng, 5, true);
+    const std::vector<SchedSeq>& run = st.running;
+    const std::vector<SchedSeq>& wait = st.waiting;
     const int64_t free = rng() % 6;
     const int32_t cap = static_cast<int32_t>(rng() % 5);
     const SchedulePlan p = Schedule(Cfg(cap), run, wait, free);

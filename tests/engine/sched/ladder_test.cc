@@ -7,6 +7,7 @@
 
 #include "engine/sched/scheduler.h"
 #include "gtest/gtest.h"
+#include "tests/util/sched_fixtures.h"
 
 namespace compressd {
 namespace {
@@ -51,17 +52,7 @@ TEST(Ladder, NeverMergesSharedOrDemotedBlocks) {
   EXPECT_EQ(PlanBlockMerges(LadderConfig{}, s, 9, 100), (std::vector<int32_t>{1, 4, 6}));
 }
 
-SchedSeq Running(int64_t id, int32_t tokens, int32_t computed, int32_t blocks,
-                 int32_t demotable = 0) {
-  SchedSeq s;
-  s.id = id;
-  s.arrival = static_cast<uint64_t>(id);
-  s.num_tokens = tokens;
-  s.num_computed = computed;
-  s.blocks_held = blocks;
-  s.demotable_blocks = demotable;
-  return s;
-}
+using testing::Running;
 
 SchedulerConfig Cfg() {
   SchedulerConfig c;
@@ -151,26 +142,9 @@ TEST(SchedulerLadder, NothingIsAdmittedInAStepThatDemoted) {
 TEST(SchedulerLadder, RandomisedNeverPlansMoreBlocksThanFreedAndNeverOverDemotes) {
   std::mt19937 rng(5);
   for (int iter = 0; iter < 3000; ++iter) {
-    std::vector<SchedSeq> run;
-    const int n = 1 + static_cast<int>(rng() % 6);
-    for (int i = 0; i < n; ++i) {
-      const int32_t computed = static_cast<int32_t>(rng() % 200);
-      const int32_t tokens = computed + 1 + static_cast<int32_t>(rng() % 3 == 0 ? rng() % 80 : 0);
-      const int32_t logical = (computed + 15) / 16;
-      const int32_t demoted = logical > 0 ? static_cast<int32_t>(rng() % (logical / 2 + 1)) : 0;
-      SchedSeq s =
-          Running(i + 1, tokens, computed, logical - demoted, static_cast<int32_t>(rng() % 4));
-      s.demoted_blocks = demoted;
-      run.push_back(s);
-    }
-    std::vector<SchedSeq> wait;
-    for (int i = 0; i < static_cast<int>(rng() % 3); ++i) {
-      SchedSeq w;
-      w.id = 100 + i;
-      w.arrival = 100 + i;
-      w.num_tokens = 1 + static_cast<int32_t>(rng() % 60);
-      wait.push_back(w);
-    }
+    const testing::RandomSchedState st = testing::RandomSchedStateOf(rng, 4, false);
+    const std::vector<SchedSeq>& run = st.running;
+    const std::vector<SchedSeq>& wait = st.waiting;
     const int64_t free = rng() % 4;
     SchedulePlan p = Schedule(Cfg(), run, wait, free);
     int64_t freed = free, planned = 0;

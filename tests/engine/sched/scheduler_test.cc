@@ -5,28 +5,13 @@
 #include <algorithm>
 
 #include "gtest/gtest.h"
+#include "tests/util/sched_fixtures.h"
 
 namespace compressd {
 namespace {
 
-SchedSeq Running(int64_t id, int32_t tokens, int32_t computed, int32_t blocks) {
-  SchedSeq s;
-  s.id = id;
-  s.arrival = static_cast<uint64_t>(id);
-  s.num_tokens = tokens;
-  s.num_computed = computed;
-  s.blocks_held = blocks;
-  return s;
-}
-
-SchedSeq Waiting(int64_t id, int32_t tokens, int32_t priority = 0) {
-  SchedSeq s;
-  s.id = id;
-  s.arrival = static_cast<uint64_t>(id);
-  s.num_tokens = tokens;
-  s.priority = priority;
-  return s;
-}
+using testing::Running;
+using testing::Waiting;
 
 SchedulerConfig Cfg(int32_t budget = 64, int32_t max_running = 8) {
   SchedulerConfig c;
