@@ -25,6 +25,7 @@
 #include "engine/kv/codecs.h"
 #include "engine/kv/quant_demote.h"
 #include "engine/kv/quant_inner.h"
+#include "kernels/cpu_features.h"
 #include "kernels/kv_quant.h"
 #include "kernels/ops.h"
 #include "kernels/types.h"
@@ -38,6 +39,17 @@ class QuantKvCodec : public KvCodec {
       : KvCodec(g), layout_(l), clip_(clip), name_(std::move(name)) {
     stage_elems_ = static_cast<size_t>(2) * g.n_kv_heads * g.block_size * g.head_dim;
     can_demote_ = DemotedLayoutOf(l, 2, &demoted_);
+    // Layouts the AVX-512 mixed kernel takes (others keep the scalar path).
+    mixed_avx512_ = can_demote_ && l.chunk() == 16 && l.head_dim <= 256 && l.rank == 0 &&
+                    l.outliers == 0 && l.n_groups() <= 16 && demoted_.tokens <= 256 &&
+                    demoted_.vg % 16 == 0 && demoted_.tokens % demoted_.tg == 0;
+    if (mixed_avx512_) {
+      dem_as_layout_ = l;
+      dem_as_layout_.block_size = demoted_.tokens;
+      dem_as_layout_.k_bits = demoted_.k_bits;
+      dem_as_layout_.v_bits = demoted_.v_bits;
+      dem_as_layout_.v_group = demoted_.vg;
+    }
   }
   std::string name() const override { return name_; }
   size_t LayerBlockBytes() const override { return layout_.BlockBytes(); }
@@ -143,11 +155,12 @@ class QuantKvCodec : public KvCodec {
   }
 
  private:
-  // Attention over a table that holds demoted blocks: per KV head, the context's K and V are
-  // dequantized once into fp32 rows (sealed blocks with the kernels' scalar decoder, demoted
-  // ones with DecodeDemotedToken, the unsealed last block from its fp16 staging), then each
-  // query head of the range takes a plain softmax over them. Scalar; used only for sequences
-  // that the pressure ladder has touched.
+  // Attention over a table that holds demoted blocks. With AVX-512 (ActiveIsa) and a layout it
+  // takes, kernels::AttendKvMixedAvx512: codes expanded in registers, online softmax per block.
+  // Otherwise (and as the reference: COMPRESSD_CPU_ISA=scalar / SetIsaCap) per KV head, the
+  // context's K and V are dequantized once into fp32 rows (sealed blocks with the kernels'
+  // scalar decoder, demoted ones with DecodeDemotedHead, the unsealed last block from its fp16
+  // staging), then each query head of the range takes a plain softmax over them.
   void AttendMixed(const float* q, const uint8_t* const* blocks, int n_ctx, float scale, float* out,
                    float* scratch, int head_begin, int head_end) const {
     const int bs = geo_.block_size, hd = geo_.head_dim;
@@ -172,6 +185,14 @@ class QuantKvCodec : public KvCodec {
         return;
       }
       tail = it->second.get();
+    }
+    if (mixed_avx512_ && kernels::ActiveIsa() == kernels::CpuIsa::kAvx512) {
+      thread_local std::vector<uint8_t> dem;
+      dem.resize(static_cast<size_t>(last) + 1);
+      for (int i = 0; i <= last; ++i) dem[i] = IsDemotedBlock(blocks[i]) ? 1 : 0;
+      kernels::AttendKvMixedAvx512(layout_, dem_as_layout_, demoted_.tg, geo_.n_heads, q, blocks,
+                                   dem.data(), tail, n_ctx, scale, out, head_begin, head_end);
+      return;
     }
     const size_t half = stage_elems_ / 2;
     for (int kvh = head_begin / group; kvh * group < head_end; ++kvh) {
@@ -232,7 +253,9 @@ class QuantKvCodec : public KvCodec {
   std::string name_;
   size_t stage_elems_ = 0;
   bool can_demote_ = false;
+  bool mixed_avx512_ = false;
   DemotedLayout demoted_;
+  kernels::KvQuantLayout dem_as_layout_;
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_map<const uint8_t*, std::unique_ptr<uint16_t[]>> stage_;
   mutable std::vector<std::unique_ptr<uint16_t[]>> free_;

@@ -86,6 +86,20 @@ void AttendKvQuantRef(const KvQuantLayout& l, int n_heads, const float* q,
 void AttendKvQuantAvx512(const KvQuantLayout& l, int n_heads, const float* q,
                          const uint8_t* const* blocks, const uint16_t* tail_stage, int n_ctx,
                          float scale, float* out, float* scratch, int head_begin, int head_end);
+// AVX-512 attention over a block table mixing base KIVI blocks and demoted regions
+// (kernels/cpu/kv_mixed_avx512.cc; needs AVX-512 F/BW/VL/DQ: call only when ActiveIsa() is
+// kAvx512). base: the base layout, without GEAR extras, chunk() 16, head_dim <= 256, at most 16
+// value groups. dem: the demoted layout as a KvQuantLayout (block_size = DemotedLayout::tokens
+// <= 256, k_bits, v_bits, v_group = vg), dem_tg = DemotedLayout::tg. blocks[i] is demoted
+// (2 * base.block_size tokens) when is_demoted[i] != 0; the last block (the one reaching n_ctx)
+// is read from tail_stage (fp16 staging, kv_quant.h) when that is not null and it is not
+// demoted. Same contract as AttendKvQuant otherwise; the output does not depend on the head
+// range split. The scalar reference is the engine codec's decode-then-softmax path
+// (engine/kv/quant_codec.cc AttendMixed; the demoted layout: engine/kv/quant_demote.h).
+void AttendKvMixedAvx512(const KvQuantLayout& base, const KvQuantLayout& dem, int dem_tg,
+                         int n_heads, const float* q, const uint8_t* const* blocks,
+                         const uint8_t* is_demoted, const uint16_t* tail_stage, int n_ctx,
+                         float scale, float* out, int head_begin, int head_end);
 
 // ---------------------------------------------------------------------------------------------
 // Token-selective blocks (MiKV mixed precision, EMS evict-then-merge): within one block, each KV

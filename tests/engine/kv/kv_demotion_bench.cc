@@ -5,7 +5,7 @@
 //   back (a few KB) so that it demotes base blocks every time.
 // - BM_KvAttendDemoted: decode attention of one token over n_ctx tokens with no demoted block
 //   (the kernels' fast path) or with all but the sink, newest full and tail blocks demoted
-//   (the scalar mixed path).
+//   (the mixed path: kernels::AttendKvMixedAvx512, or the scalar decode path without AVX-512).
 // Args: {shape (0 Llama-3.2-1B: 32/8 heads, head_dim 64; 1 kdocs-7m: 8/4, head_dim 32),
 //        bits (8 or 4), [n_ctx, demoted (0/1)]}. block_size 16.
 #include <benchmark/benchmark.h>

@@ -16,6 +16,7 @@
 
 #include "engine/kv/codecs.h"
 #include "engine/kv/kv_codec.h"
+#include "kernels/cpu_features.h"
 #include "kernels/types.h"
 
 namespace compressd {
@@ -273,6 +274,71 @@ TEST(KvDemotion, BlockDecodersMatchTheTokenDecoders) {
       }
     }
   }
+}
+
+// The AVX-512 mixed path (kernels::AttendKvMixedAvx512) against the scalar path of the same
+// codec (ISA capped to scalar: decode to fp32, then softmax): int8 -> int4, int4 -> int2 and
+// k8v4 -> k4v2, both value-parameter shapes (tg 1 and tg 2), GQA groups of 1 to 4, tables that
+// mix base, demoted and unsealed blocks, contexts ending inside blocks, and head splits (which
+// must not change a single bit of the output).
+TEST(KvDemotion, FastMixedAttendMatchesScalarPath) {
+  // Skipped without AVX-512, or when COMPRESSD_CPU_ISA caps it (the two paths would be one).
+  kernels::SetIsaCap(kernels::CpuIsa::kAvx512);
+  if (kernels::ActiveIsa() != kernels::CpuIsa::kAvx512) GTEST_SKIP() << "AVX-512 not active";
+  struct Case {
+    const char* name;
+    int hd, n_heads, n_kv;
+  };
+  const Case cases[] = {{"int4", 64, 8, 2},     {"int8", 64, 8, 2},    {"int4", 32, 6, 2},
+                        {"int8", 32, 4, 4},     {"int8:v4", 64, 3, 1}, {"int4:g16", 32, 8, 2},
+                        {"int8:g32", 128, 4, 1}};
+  int fast_differs = 0;
+  for (const Case& cs : cases) {
+    const KvGeometry g = Geo(cs.hd, 16, cs.n_heads, cs.n_kv);
+    auto c = *MakeKvCodec(cs.name, g);
+    ASSERT_TRUE(c->CanDemote(2, nullptr, nullptr)) << cs.name;
+    const int bs = g.block_size, hd = g.head_dim;
+    // Blocks 0..8 full, block 9 unsealed (7 tokens). Demote (1, 2), (3, 4), (6, 7).
+    // Table: [0, D12, D34, 5, D67, 8, 9].
+    const int n = 9 * bs + 7;
+    Filled f = Fill(*c, n, 21u + hd);
+    c->Demote(0, f.blocks[1].data(), f.blocks[2].data(), f.blocks[1].data());
+    c->Demote(0, f.blocks[3].data(), f.blocks[4].data(), f.blocks[4].data());
+    c->Demote(0, f.blocks[6].data(), f.blocks[7].data(), f.blocks[6].data());
+    const std::vector<const uint8_t*> table = {
+        f.blocks[0].data(), f.blocks[1].data(), f.blocks[4].data(), f.blocks[5].data(),
+        f.blocks[6].data(), f.blocks[8].data(), f.blocks[9].data()};
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd(0.0f, 1.5f);
+    std::vector<float> q(static_cast<size_t>(g.n_heads) * hd);
+    for (float& x : q) x = nd(rng);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    // Unsealed tail; block boundary; inside a sealed base block; one token into the block after
+    // a demoted one; inside the first demoted block's second half.
+    for (int n_ctx : {n, 9 * bs, 9 * bs - 3, 7 * bs + 1, 2 * bs + 5}) {
+      std::vector<float> scratch(c->ScratchFloats(n_ctx));
+      std::vector<float> ref(q.size(), 0.0f), fast(q.size(), 0.0f), split(q.size(), 0.0f);
+      kernels::SetIsaCap(kernels::CpuIsa::kScalar);
+      c->Attend(0, q.data(), table.data(), n_ctx, scale, ref.data(), scratch.data(), 0, g.n_heads);
+      kernels::SetIsaCap(kernels::CpuIsa::kAvx512);
+      c->Attend(0, q.data(), table.data(), n_ctx, scale, fast.data(), scratch.data(), 0, g.n_heads);
+      // Head ranges as worker threads split them: singles, then odd-sized ranges.
+      for (int h = 0; h < g.n_heads; h += 1 + (h % 3)) {
+        const int e = std::min(g.n_heads, h + 1 + (h % 3));
+        c->Attend(0, q.data(), table.data(), n_ctx, scale, split.data(), scratch.data(), h, e);
+      }
+      for (size_t i = 0; i < ref.size(); ++i) {
+        EXPECT_NEAR(fast[i], ref[i], 1e-5f * (1 + std::fabs(ref[i])))
+            << cs.name << " hd " << hd << " n_ctx " << n_ctx << " i " << i;
+        EXPECT_EQ(split[i], fast[i]) << cs.name << " hd " << hd << " n_ctx " << n_ctx << " i " << i;
+        fast_differs += fast[i] != ref[i];
+      }
+    }
+  }
+  kernels::SetIsaCap(kernels::CpuIsa::kAvx512);
+  // Not a tolerance: a sign that the two paths are distinct code (bitwise equal everywhere
+  // would mean the fast path was not taken).
+  EXPECT_GT(fast_differs, 0);
 }
 
 TEST(KvDemotion, TableWithoutDemotedBlocksIsUnchanged) {
