@@ -81,13 +81,10 @@ bool AllExact(const float* p, int32_t V) {
   return true;
 }
 
-// The definition of a draw over weights w(0..n): their running double sum in order; u(0,
-// total); the first j whose running sum exceeds the draw (the last one if none does).
+// Given the total t of weights w(0..n): u(0, t); the first j whose running double sum (in
+// order) exceeds the draw (the last one if none does).
 template <class W>
-size_t DrawDefinition(size_t n, const W& w, std::mt19937_64& rng, double* total) {
-  double t = 0;
-  for (size_t j = 0; j < n; ++j) t += w(j);
-  *total = t;
+size_t DrawGivenTotal(size_t n, const W& w, std::mt19937_64& rng, double t) {
   std::uniform_real_distribution<double> u(0.0, t);
   const double x = u(rng);
   double c = 0;
@@ -96,6 +93,16 @@ size_t DrawDefinition(size_t n, const W& w, std::mt19937_64& rng, double* total)
     if (x < c) return j;
   }
   return n - 1;
+}
+
+// The definition of a draw over weights w(0..n): their running double sum in order as the
+// total, then DrawGivenTotal.
+template <class W>
+size_t DrawDefinition(size_t n, const W& w, std::mt19937_64& rng, double* total) {
+  double t = 0;
+  for (size_t j = 0; j < n; ++j) t += w(j);
+  *total = t;
+  return DrawGivenTotal(n, w, rng, t);
 }
 
 // DrawDefinition over listed weights, with the total summed in independent lanes when exact
@@ -123,14 +130,7 @@ size_t DrawListed(size_t n, const W& w, std::mt19937_64& rng, double* total, dou
     if (inexact != 0 || !(t < 1.5)) return DrawDefinition(n, w, rng, total);
   }
   *total = t;
-  std::uniform_real_distribution<double> u(0.0, t);
-  const double x = u(rng);
-  double c = 0;
-  for (size_t j = 0; j < n; ++j) {
-    c += w(j);
-    if (x < c) return j;
-  }
-  return n - 1;
+  return DrawGivenTotal(n, w, rng, t);
 }
 
 // The tokens a filter keeps: either listed (ids, ascending), or, when there are many, given by
