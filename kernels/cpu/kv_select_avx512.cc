@@ -31,6 +31,7 @@
 #include "kernels/kv_quant.h"
 #include "kernels/ops.h"
 #include "kernels/types.h"
+#include "kv_quant_avx512_inl.h"  // same directory: internal to kernels/cpu/
 
 namespace compressd::kernels {
 
@@ -99,15 +100,7 @@ inline __m512 LoadUnit(const uint8_t* row, int u) {
   }
 }
 
-// Sums of a, b, c, d in lanes 0..3.
-inline __m128 Reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-  const __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
-  const __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
-  const __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
-  const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
-  return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
-}
+using kv_avx512::Reduce4;  // sums of a, b, c, d in lanes 0..3
 
 // Per-token group parameters (scale, min)[ng] f16 of n rows -> floats par[j][2 * gi (+1)].
 void RowParams(const uint8_t* p, size_t stride, int n, int ng, float (*par)[2 * kMaxGroups]) {
