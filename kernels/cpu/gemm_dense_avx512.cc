@@ -6,7 +6,7 @@
 // R-rows x T-tokens tile of 16-lane accumulators, loads each weight vector once and uses it
 // for T tokens (T=4 at batch >= 4), and reduces the tile horizontally once per K block.
 // - n < 4 (decode): memory bound. 8 rows at a time so that 8 independent FMA chains hide the
-//   FMA latency and 8 sequential streams keep the hardware prefetchers busy.
+//   FMA latency; the rows after the tile are prefetched as one stream (stream_prefetch_inl.h).
 // - n >= 4: 4 rows x 4 tokens (16 accumulators + 4 x vectors + 1 weight = 21 zmm). Each
 //   weight is converted once and used 4 times, so F16/BF16 conversion cost is amortised.
 // - large n (prefill): tokens are blocked (kTokenBlock) and cols are blocked so that the
@@ -28,6 +28,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/gemm.h"
+#include "stream_prefetch_inl.h"
 
 namespace compressd::kernels {
 namespace {
@@ -285,9 +286,10 @@ void GemmDense(const PackedWeight& w, const float* x, int64_t n, float* y, int64
 
 inline __m512bh AsBh(__m512i v) { return reinterpret_cast<__m512bh>(v); }
 
-template <int R, int T>
+// `pf`: decode tiles prefetch the rows after them (stream_prefetch_inl.h).
+template <int R, int T, bool PF = false>
 void MicroBf16Dot(const uint16_t* w, int64_t ldw, const uint16_t* xb, int64_t ldx, int64_t K,
-                  float* y, int64_t ldy) {
+                  float* y, int64_t ldy, NextTilePrefetch pf = {}) {
   __m512 acc[R][T];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -299,6 +301,7 @@ void MicroBf16Dot(const uint16_t* w, int64_t ldw, const uint16_t* xb, int64_t ld
     __m512i xv[T];
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_si512(xb + t * ldx + k);
+    if constexpr (PF) pf.Step<R * 64>();
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m512i wv = _mm512_loadu_si512(w + r * ldw + k);
@@ -356,7 +359,10 @@ void GemmBf16Dot(const PackedWeight& w, const float* x, int64_t n, float* y, int
     float* yt = y + t0 * ldy;
     int64_t r = row_begin;
     if (nt == 1) {  // decode: 8 independent row streams (short rows: fewer tile overheads)
-      for (; r + 8 <= row_end; r += 8) MicroBf16Dot<8, 1>(wd + r * K, K, xb, Kp, K, yt + r, ldy);
+      for (; r + 8 <= row_end; r += 8) {
+        MicroBf16Dot<8, 1, true>(wd + r * K, K, xb, Kp, K, yt + r, ldy,
+                                 NextTilePrefetch(wd + (r + 8) * K, wd + row_end * K));
+      }
     }
     for (; r < row_end;) {
       const int64_t nr = row_end - r >= 4 ? 4 : row_end - r >= 2 ? 2 : 1;

@@ -32,17 +32,16 @@
 
 #include "kernels/quant.h"
 #include "kernels/quant_a8_avx512.h"
+#include "stream_prefetch_inl.h"
 
 namespace compressd::kernels {
 namespace {
 
 constexpr int64_t kBlock = 128;      // columns per 64-byte code block
 constexpr int64_t kTokenBlock = 64;  // tokens whose activations are prepared together
-// Decode tiles are 4 rows (8 rows spilled and measured ~1.5x slower). Each row's codes are
-// prefetched kPrefetch bytes ahead: 4 sequential streams per thread did not keep enough
-// DRAM reads in flight on Zen 4 (cold 2048x8192 GEMV ~15% faster, hot unchanged).
+// Decode tiles are 4 rows (8 rows spilled and measured ~1.5x slower). The rows after the
+// tile are prefetched as one stream (stream_prefetch_inl.h).
 constexpr int kDecodeRows = 4;
-constexpr int64_t kPrefetch = 768;
 constexpr int kMaxT = 6;             // 2 rows x 6 tokens: 12 accumulators, ~28 zmm live
 
 struct Acts {
@@ -51,6 +50,8 @@ struct Acts {
   const int8_t* q = nullptr;   // [n][nb][128], nibble order
   const float* s = nullptr;    // [n][nb][16]: lane l = scale of chunk l/4
   const float* sum = nullptr;  // [n][ngp]: sum of x^ over each group
+  int64_t row_bytes = 0;        // codes per row; rows are stored back to back
+  const uint8_t* end = nullptr;  // one past the last row of the call's range
 };
 
 // Quantizes n tokens; same arithmetic as QuantizeChunksQ8 (the reference).
@@ -85,6 +86,7 @@ void PrepareActs(const float* x, int64_t n, int64_t cols, int64_t cp, int chunk_
 template <bool WIDE, int R, int T>
 void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int64_t cp,
           int chunk_shift, const Acts& a, float (*out)[kMaxT]) {
+  NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end);
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -120,10 +122,10 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
       const int64_t gb = ((4 * b) >> chunk_shift) - 16 * win;  // WIDE: the block's group
       __m512i lo[R], hi[R];
       __m512 dl[R];
+      pf.Step<R * 64>();
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const uint8_t* p = codes[r] + b * 64;
-        _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
         const __m512i wv =
             b < full_blocks ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(0xffffffffull, p);
         lo[r] = _mm512_and_si512(wv, nib);
@@ -236,6 +238,8 @@ void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float*
   a.q = qbuf.data();
   a.s = sbuf.data();
   a.sum = sumbuf.data();
+  a.row_bytes = row_bytes;
+  a.end = base + row_end * row_bytes;
 
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n - t0);

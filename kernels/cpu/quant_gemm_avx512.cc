@@ -26,6 +26,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/quant.h"
+#include "stream_prefetch_inl.h"
 
 namespace compressd::kernels {
 namespace {
@@ -72,9 +73,10 @@ inline void DecodeChunk(const uint8_t* p, __m512& v0, __m512& v1) {
 constexpr int64_t Bytes32(int bits) { return bits == kS8Row ? 32 : (bits == 4 ? 16 : bits == 3 ? 12 : bits == 2 ? 8 : 32); }
 
 // out[r][t] = dot over cp columns of row r's weights and token t's activations.
-template <int BITS, int R, int T>
+// `pf`: the decode tile's prefetch of the rows after it (default: none).
+template <int BITS, int R, int T, bool PF = false>
 void Tile(const uint8_t* const* codes, const float* const* s, const float* const* m, int gshift,
-          int64_t cp, const float* x, int64_t ldx, float (*out)[4]) {
+          int64_t cp, const float* x, int64_t ldx, float (*out)[4], NextTilePrefetch pf = {}) {
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -85,6 +87,7 @@ void Tile(const uint8_t* const* codes, const float* const* s, const float* const
       x0[t] = _mm512_loadu_ps(x + t * ldx + c);
       x1[t] = _mm512_loadu_ps(x + t * ldx + c + 16);
     }
+    if constexpr (PF) pf.Step<R * cb>();
     for (int r = 0; r < R; ++r) {
       __m512 v0, v1;
       DecodeChunk<BITS>(codes[r] + k * cb, v0, v1);
@@ -135,10 +138,10 @@ void RowsAllTokens(const uint8_t* const* codes, const float* const* s, const flo
 template <int BITS>
 void RowTile(int nr, const uint8_t* const* codes, const float* const* s, const float* const* m,
              int gshift, int64_t cp, const float* x, int64_t n, const int64_t* rows,
-             const float* row_scale, float* y, int64_t ldy) {
+             const float* row_scale, float* y, int64_t ldy, NextTilePrefetch pf) {
   if (n == 1 && nr == 8) {
     float o[8][4];
-    Tile<BITS, 8, 1>(codes, s, m, gshift, cp, x, cp, o);
+    Tile<BITS, 8, 1, true>(codes, s, m, gshift, cp, x, cp, o, pf);
     for (int r = 0; r < 8; ++r) y[rows[r]] = row_scale ? o[r][0] * row_scale[r] : o[r][0];
     return;
   }
@@ -158,13 +161,15 @@ void RowTile(int nr, const uint8_t* const* codes, const float* const* s, const f
 
 void DispatchTile(int bits, int nr, const uint8_t* const* codes, const float* const* s,
                   const float* const* m, int gshift, int64_t cp, const float* x, int64_t n,
-                  const int64_t* rows, const float* row_scale, float* y, int64_t ldy) {
+                  const int64_t* rows, const float* row_scale, float* y, int64_t ldy,
+                  NextTilePrefetch pf) {
   switch (bits) {
-    case 2: return RowTile<2>(nr, codes, s, m, gshift, cp, x, n, rows, row_scale, y, ldy);
-    case 3: return RowTile<3>(nr, codes, s, m, gshift, cp, x, n, rows, row_scale, y, ldy);
-    case 4: return RowTile<4>(nr, codes, s, m, gshift, cp, x, n, rows, row_scale, y, ldy);
-    case 8: return RowTile<8>(nr, codes, s, m, gshift, cp, x, n, rows, row_scale, y, ldy);
-    case kS8Row: return RowTile<kS8Row>(nr, codes, s, m, gshift, cp, x, n, rows, row_scale, y, ldy);
+    case 2: return RowTile<2>(nr, codes, s, m, gshift, cp, x, n, rows, row_scale, y, ldy, pf);
+    case 3: return RowTile<3>(nr, codes, s, m, gshift, cp, x, n, rows, row_scale, y, ldy, pf);
+    case 4: return RowTile<4>(nr, codes, s, m, gshift, cp, x, n, rows, row_scale, y, ldy, pf);
+    case 8: return RowTile<8>(nr, codes, s, m, gshift, cp, x, n, rows, row_scale, y, ldy, pf);
+    case kS8Row:
+      return RowTile<kS8Row>(nr, codes, s, m, gshift, cp, x, n, rows, row_scale, y, ldy, pf);
     default: return;
   }
 }
@@ -227,8 +232,15 @@ void GemmFloatPath(const PackedWeight& w, const float* x, int64_t n, float* y, i
         ++nr;
         ++r;
       }
+      // Decode: prefetch the next rows' codes (up to the range's last row) as one stream.
+      NextTilePrefetch pf;
+      if (nt == 1 && r < row_end) {
+        const RowView last = RowCodes(w, row_end - 1);
+        pf = NextTilePrefetch(RowCodes(w, r).codes,
+                              last.codes + cp / 32 * Bytes32(int8row ? kS8Row : last.bits));
+      }
       DispatchTile(int8row ? kS8Row : first.bits, nr, codes, sp, mp, gshift, cp, xt, nt, rows,
-                   int8row ? rs : nullptr, yt, ldy);
+                   int8row ? rs : nullptr, yt, ldy, pf);
       if (v == QuantVariant::kSpqr) {
         for (int i = 0; i < nr; ++i) AddRowCorrections(w, rows[i], x + t0 * cols, cols, nt, yt, ldy);
       }
