@@ -29,6 +29,7 @@
 
 #include "kernels/ggml_quant.h"
 #include "kernels/quant_a8_avx512.h"
+#include "stream_prefetch_inl.h"
 
 namespace compressd::kernels {
 namespace {
@@ -43,6 +44,8 @@ struct Acts {
   const int8_t* q = nullptr;      // [n][nbp * 32]
   const float* s = nullptr;       // [n][nbp]: scale of each block
   const int32_t* c = nullptr;     // [n][nbp / 4][32]: accumulator start per step
+  int64_t row_bytes = 0;          // blocks of a row; rows are stored back to back
+  const uint8_t* end = nullptr;   // one past the last row of the call's range
 };
 
 template <bool Q8>
@@ -115,6 +118,7 @@ inline void LoadStep(const uint8_t* row, int64_t blk, int64_t valid, __m512i* v)
 template <bool Q8, int R, int T>
 void Tile(const uint8_t* const* rows, int64_t nb, const Acts& a, float (*out)[kMaxT]) {
   constexpr int bs = Q8 ? sizeof(GgufBlockQ8_0) : sizeof(GgufBlockQ4_0);
+  NextTilePrefetch pf(rows[R - 1] + a.row_bytes, a.end);  // the rows after the tile
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -142,6 +146,7 @@ void Tile(const uint8_t* const* rows, int64_t nb, const Acts& a, float (*out)[kM
       const int64_t blk = w0 + k;
       const __m512i kk = _mm512_set1_epi32(static_cast<int>(k));
       __m512i wv[R][2];
+      pf.Step<R * kStep * bs>();
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) LoadStep<Q8>(rows[r], blk, nb - blk, wv[r]);
 #pragma GCC unroll 4
@@ -222,6 +227,8 @@ void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ld
   a.q = qbuf.data();
   a.s = sbuf.data();
   a.c = cbuf.data();
+  a.row_bytes = row_bytes;
+  a.end = base + row_end * row_bytes;
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n - t0);
     PrepareActs<Q8>(x + t0 * cols, nt, cols, a.nbp, qbuf.data(), sbuf.data(), cbuf.data());
