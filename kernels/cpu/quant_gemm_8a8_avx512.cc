@@ -35,6 +35,7 @@
 
 #include "kernels/quant.h"
 #include "kernels/quant_a8_avx512.h"
+#include "stream_prefetch_inl.h"
 
 namespace compressd::kernels {
 namespace {
@@ -54,6 +55,8 @@ struct Acts {
   const float* s = nullptr;      // [n][nb][16]
   const int32_t* bias = nullptr;  // kRow: [n][nb][16]
   const float* sum = nullptr;     // group formats: [n][ngp], sum of x^ over each group
+  int64_t row_bytes = 0;          // codes per row; rows are stored back to back
+  const uint8_t* end = nullptr;   // one past the last row of the call's range
 };
 
 // Quantizes n tokens; same arithmetic as QuantizeChunksQ8 (the reference).
@@ -95,6 +98,7 @@ void PrepareActs(const float* x, int64_t n, int64_t cols, bool row, int chunk_sh
 template <Mode M, int R, int T>
 void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int chunk_shift,
           const Acts& a, float (*out)[kMaxT]) {
+  NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end);  // the rows after the tile
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -128,6 +132,7 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
       if constexpr (M == Mode::kGroup32) {
         idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(2 * (b - b0))), lane_chunk);
       }
+      pf.Step<R * kBlock>();
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         wv[r] = _mm512_loadu_si512(codes[r] + b * kBlock);
@@ -235,6 +240,8 @@ void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy
   a.s = sbuf.data();
   a.bias = biasbuf.data();
   a.sum = sumbuf.data();
+  a.row_bytes = row_bytes;
+  a.end = base + row_end * row_bytes;
 
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n - t0);
