@@ -361,7 +361,7 @@ void GemmBf16Dot(const PackedWeight& w, const float* x, int64_t n, float* y, int
     if (nt == 1) {  // decode: 8 independent row streams (short rows: fewer tile overheads)
       for (; r + 8 <= row_end; r += 8) {
         MicroBf16Dot<8, 1, true>(wd + r * K, K, xb, Kp, K, yt + r, ldy,
-                                 NextTilePrefetch(wd + (r + 8) * K, wd + row_end * K));
+                                 NextTilePrefetch(wd + (r + 8) * K, wd + row_end * K, 8 * K * 2));
       }
     }
     for (; r < row_end;) {

@@ -118,7 +118,7 @@ inline void LoadStep(const uint8_t* row, int64_t blk, int64_t valid, __m512i* v)
 template <bool Q8, int R, int T>
 void Tile(const uint8_t* const* rows, int64_t nb, const Acts& a, float (*out)[kMaxT]) {
   constexpr int bs = Q8 ? sizeof(GgufBlockQ8_0) : sizeof(GgufBlockQ4_0);
-  NextTilePrefetch pf(rows[R - 1] + a.row_bytes, a.end);  // the rows after the tile
+  NextTilePrefetch pf(rows[R - 1] + a.row_bytes, a.end, R * a.row_bytes);  // the rows after the tile
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();

@@ -98,7 +98,7 @@ void PrepareActs(const float* x, int64_t n, int64_t cols, bool row, int chunk_sh
 template <Mode M, int R, int T>
 void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int chunk_shift,
           const Acts& a, float (*out)[kMaxT]) {
-  NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end);  // the rows after the tile
+  NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end, R * a.row_bytes);  // the rows after the tile
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();

@@ -86,7 +86,7 @@ void PrepareActs(const float* x, int64_t n, int64_t cols, int64_t cp, int chunk_
 template <bool WIDE, int R, int T>
 void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int64_t cp,
           int chunk_shift, const Acts& a, float (*out)[kMaxT]) {
-  NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end);
+  NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end, R * a.row_bytes);
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();

@@ -237,7 +237,8 @@ void GemmFloatPath(const PackedWeight& w, const float* x, int64_t n, float* y, i
       if (nt == 1 && r < row_end) {
         const RowView last = RowCodes(w, row_end - 1);
         pf = NextTilePrefetch(RowCodes(w, r).codes,
-                              last.codes + cp / 32 * Bytes32(int8row ? kS8Row : last.bits));
+                              last.codes + cp / 32 * Bytes32(int8row ? kS8Row : last.bits),
+                              nr * cp / 32 * Bytes32(int8row ? kS8Row : first.bits));
       }
       DispatchTile(int8row ? kS8Row : first.bits, nr, codes, sp, mp, gshift, cp, xt, nt, rows,
                    int8row ? rs : nullptr, yt, ldy, pf);
