@@ -19,11 +19,13 @@
 
 #include "kernels/attention.h"
 #include "kernels/ops.h"
+#include "reduce_avx512_inl.h"
 
 namespace compressd::kernels {
 
-
 namespace {
+
+using avx512::Reduce4;
 
 constexpr int kMaxGroup = 4;
 constexpr int kChunk = 64;
@@ -43,15 +45,6 @@ inline __m512 LoadKv(const void* row, int d, __mmask16 m) {
     const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(row) + d);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
-}
-
-inline __m128 Reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-  const __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
-  const __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
-  const __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
-  const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
-  return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
 inline const void* Row(DType dt, const void* block, int64_t elem) {

@@ -10,7 +10,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "reduce_avx512_inl.h"
+
 namespace compressd::kernels::kv_avx512 {
+
+using avx512::Reduce4;  // sums of a, b, c, d in lanes 0..3
 
 constexpr int kMaxGroup = 4;
 constexpr int kMaxBlock = 256;
@@ -41,15 +45,6 @@ inline __m512 Load16(const uint8_t* row, int c) {
     const __m128i x = _mm_unpacklo_epi64(_mm_unpacklo_epi32(c0, c1), _mm_unpacklo_epi32(c2, c3));
     return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x));
   }
-}
-
-inline __m128 Reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-  const __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
-  const __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
-  const __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
-  const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
-  return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
 // s[g][j] = cst[g] + qs[g] . row_j for j < len (rows of row_bytes from r0).
