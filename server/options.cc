@@ -181,7 +181,13 @@ const std::vector<OptionSpec>& Specs() {
          return absl::OkStatus();
        },
        [](const ServerOptions& o) { return std::to_string(o.engine.weight_memory_budget); }},
-      {"kv-cache", "CODEC", "KV cache codec, combinations joined with '+'",
+      {"kv-cache", "CODEC",
+       "KV cache codec: fp16, bf16, fp32 (dense); int8, int4, int2 (per-channel K, per-token V; "
+       "int4:v2 = 2-bit V); gear (quantized + low-rank/outlier residuals, gear:o1%, gear+int4); "
+       "mikv (mixed precision by token importance, mikv:h4:l2:f45 = 45% of tokens at 4 bits, the "
+       "rest at 2); ems (evict-then-merge, ems+int4:f50); cskv (low-rank channels, "
+       "cskv:r24+int4); minicache (adjacent layers merged, minicache+int4). Codecs combine with "
+       "'+'; bytes per token and quality of each: docs/QUALITY.md",
        EngineStringSetter(&EngineOptions::kv_cache),
        [](const ServerOptions& o) { return o.engine.kv_cache; }},
       {"calibration-file", "FILE", "calibration text for compression recipes that need it",

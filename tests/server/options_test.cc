@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "engine/kv/kv_codec.h"
 #include "server/metrics.h"
 
 namespace compressd::server {
@@ -144,6 +145,18 @@ TEST(ServeOptions, UsageListsEveryOptionWithDefault) {
   EXPECT_THAT(u, HasSubstr("(default: 30s)"));
   EXPECT_THAT(u, HasSubstr("(default: 9090)"));
   EXPECT_THAT(u, HasSubstr("(default: 0, i.e. 384)"));
+}
+
+// The --kv-cache line of --help names every registered KV codec family (a codec added to the
+// registry without a word in --help fails here).
+TEST(ServeOptions, UsageNamesEveryKvCodec) {
+  const std::string u = ServeUsage();
+  const size_t at = u.find("--kv-cache=CODEC");
+  ASSERT_NE(at, std::string::npos);
+  const std::string line = u.substr(at, u.find('\n', at) - at);
+  const std::vector<std::string> names = KvCodecNames();
+  ASSERT_GE(names.size(), 10u);
+  for (const std::string& name : names) EXPECT_THAT(line, HasSubstr(name)) << name;
 }
 
 TEST(ServeOptions, SizesAndDurations) {
