@@ -35,8 +35,10 @@ class NextTilePrefetch {
   NextTilePrefetch() = default;
   // `next`: first byte the next tile reads; `end`: one past the last byte of this thread's
   // range (nothing past it is prefetched); `tile_bytes`: bytes one tile reads.
+  // The cursor is an integer: it runs past the range's end, which a pointer may not (and a
+  // prefetch of any address is harmless: it never faults).
   NextTilePrefetch(const void* next, const void* end, int64_t tile_bytes)
-      : p_(static_cast<const char*>(next) + kLead), end_(static_cast<const char*>(end)) {
+      : p_(reinterpret_cast<uintptr_t>(next) + kLead), end_(reinterpret_cast<uintptr_t>(end)) {
     if (tile_bytes > kMaxTileBytes) p_ = end_;
   }
 
@@ -47,16 +49,18 @@ class NextTilePrefetch {
     if (p_ >= end_) return;
     if constexpr (BYTES >= 64) {
 #pragma GCC unroll 16
-      for (int64_t i = 0; i < BYTES; i += 64) _mm_prefetch(p_ + i, _MM_HINT_T0);
+      for (int64_t i = 0; i < BYTES; i += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(p_ + i), _MM_HINT_T0);
+      }
     } else {
-      _mm_prefetch(p_, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p_), _MM_HINT_T0);
     }
     p_ += BYTES;
   }
 
  private:
-  const char* p_ = nullptr;
-  const char* end_ = nullptr;
+  uintptr_t p_ = 0;
+  uintptr_t end_ = 0;
 };
 
 }  // namespace compressd::kernels
