@@ -202,6 +202,9 @@ void GemmFloatPath(const PackedWeight& w, const float* x, int64_t n, float* y, i
   constexpr int kMaxR = 8;
   params.resize(static_cast<size_t>(2 * kMaxR * ng));
   const auto* row_scales = int8row ? static_cast<const float*>(w.aux[0]) : nullptr;
+  // One past the codes of the range's last row: where decode prefetching stops.
+  const RowView last = RowCodes(w, row_end - 1);
+  const uint8_t* const range_end = last.codes + cp / 32 * Bytes32(int8row ? kS8Row : last.bits);
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n - t0);
     const float* xt = xp + t0 * cp;
@@ -235,9 +238,7 @@ void GemmFloatPath(const PackedWeight& w, const float* x, int64_t n, float* y, i
       // Decode: prefetch the next rows' codes (up to the range's last row) as one stream.
       NextTilePrefetch pf;
       if (nt == 1 && r < row_end) {
-        const RowView last = RowCodes(w, row_end - 1);
-        pf = NextTilePrefetch(RowCodes(w, r).codes,
-                              last.codes + cp / 32 * Bytes32(int8row ? kS8Row : last.bits),
+        pf = NextTilePrefetch(RowCodes(w, r).codes, range_end,
                               nr * cp / 32 * Bytes32(int8row ? kS8Row : first.bits));
       }
       DispatchTile(int8row ? kS8Row : first.bits, nr, codes, sp, mp, gshift, cp, xt, nt, rows,
