@@ -121,6 +121,23 @@ absl::StatusOr<Linear> MakeDenseLinear(const TensorView& t, DType target) {
   return l;
 }
 
+namespace {
+
+// The calling thread's activation cache for the A8 kernels (kernels/gemm.h), filled once per
+// input and shared by every thread and every linear over that input; empty when the format
+// quantizes nothing. Fills over tokens run on the pool when there are enough of them.
+kernels::ActCache& PrepareActs(const kernels::PackedWeight& w, const float* x, int64_t n,
+                               ThreadPool& pool) {
+  thread_local kernels::ActCache acts;
+  if (kernels::ActCacheReserve(w, x, n, &acts)) {
+    pool.ParallelFor(n, 1, [&](int64_t b, int64_t e) { kernels::ActCacheFill(b, e, &acts); },
+                     int64_t{16} * w.cols);
+  }
+  return acts;
+}
+
+}  // namespace
+
 void LinearForwardMany(const std::vector<const Linear*>& ls, const float* x, int64_t n,
                        const std::vector<float*>& outputs, ThreadPool& pool) {
   // One dispatch over the concatenated row space of all linears (they share the input).
@@ -140,15 +157,17 @@ void LinearForwardMany(const std::vector<const Linear*>& ls, const float* x, int
     offsets[i + 1] = offsets[i] + ls[i]->rows();
     align = std::max(align, kernels::GemmRowAlign(ls[i]->w.format));
   }
+  kernels::ActCache& acts = PrepareActs(ls[0]->w, x, n, pool);
   // Rows per chunk must respect each linear's alignment: split per linear boundary.
   pool.ParallelFor(offsets.back(), align, [&](int64_t b, int64_t e) {
     for (size_t i = 0; i < ls.size(); ++i) {
       const int64_t lb = std::max(b, offsets[i]), le = std::min(e, offsets[i + 1]);
       if (lb >= le) continue;
       const Linear& l = *ls[i];
-      kernels::Gemm(l.w, x, n, outputs[i], l.rows(), lb - offsets[i], le - offsets[i]);
+      kernels::Gemm(l.w, x, n, outputs[i], l.rows(), lb - offsets[i], le - offsets[i], &acts);
     }
   }, n * ls[0]->cols());
+  acts.Clear();
   for (size_t i = 0; i < ls.size(); ++i) {
     const Linear& l = *ls[i];
     if (l.bias.empty()) continue;
@@ -169,9 +188,11 @@ void LinearForward(const Linear& l, const float* x, int64_t n, float* y, int64_t
     in = scratch->data();
   }
   const int64_t align = kernels::GemmRowAlign(l.w.format);
+  kernels::ActCache& acts = PrepareActs(l.w, in, n, pool);
   pool.ParallelFor(l.rows(), align, [&](int64_t b, int64_t e) {
-    kernels::Gemm(l.w, in, n, y, ldy, b, e);
+    kernels::Gemm(l.w, in, n, y, ldy, b, e, &acts);
   }, n * l.w.cols);
+  acts.Clear();
   if (!l.bias.empty()) {
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t r = 0; r < l.rows(); ++r) y[t * ldy + r] += l.bias[r];

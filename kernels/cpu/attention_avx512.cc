@@ -51,12 +51,26 @@ inline const void* Row(DType dt, const void* block, int64_t elem) {
   return static_cast<const char*>(block) + elem * DTypeSize(dt);
 }
 
+// Prefetches the rows [j, j + 4) of the chunk at base (each head_dim values).
+template <DType D>
+inline void PrefetchRows(const void* base, int j, int len, int head_dim) {
+  const int64_t row_bytes = static_cast<int64_t>(head_dim) * DTypeSize(D);
+  const char* p = static_cast<const char*>(base) + j * row_bytes;
+  const int64_t n = std::min(4, len - j) * row_bytes;
+  for (int64_t off = 0; off < n; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+}
+
 // s[g][j] = scale * q_g . K_j for the chunk's tokens (rows of stride head_dim from k0).
+// The KV cache of a step's batch is larger than the caches: the chunk's V rows (v0) and the K
+// rows 8 tokens ahead are prefetched while the scores are computed, so that neither the next
+// K rows nor AccumulateV's first pass over V wait on DRAM.
 template <DType D, int G>
-void Scores(const float* const* q, const void* k0, int len, int head_dim, float scale,
-            float (*s)[kChunk]) {
+void Scores(const float* const* q, const void* k0, const void* v0, int len, int head_dim,
+            float scale, float (*s)[kChunk]) {
   const __m128 vscale = _mm_set1_ps(scale);
   for (int j = 0; j < len; j += 4) {
+    if (j + 8 < len) PrefetchRows<D>(k0, j + 8, len, head_dim);
+    PrefetchRows<D>(v0, j, len, head_dim);
     // Rows past the chunk end repeat its last row; their scores are not stored.
     const void* rows[4];
     for (int i = 0; i < 4; ++i)
@@ -115,7 +129,8 @@ void AttendGroup(const DenseKvLayout& l, const float* q, int h0, int kvh,
     const int block = t / l.block_size, slot = t % l.block_size;
     const int len = std::min({kChunk, l.block_size - slot, n_ctx - t});
     const int64_t base = (static_cast<int64_t>(kvh) * l.block_size + slot) * hd;
-    Scores<D, G>(qs, Row(D, k_blocks[block], base), len, hd, scale, s);
+    Scores<D, G>(qs, Row(D, k_blocks[block], base), Row(D, v_blocks[block], base), len, hd,
+                 scale, s);
     for (int g = 0; g < G; ++g) {
       float mx = m[g];
       for (int j = 0; j < len; ++j) mx = std::max(mx, s[g][j]);
@@ -129,6 +144,13 @@ void AttendGroup(const DenseKvLayout& l, const float* q, int h0, int kvh,
       if (corr != 1.0f) {
         for (int d = 0; d < hd; ++d) o[g][d] *= corr;
       }
+    }
+    if (t + len < n_ctx) {  // the next chunk's first K rows, while V is accumulated
+      const int nt = t + len, nb = nt / l.block_size, ns = nt % l.block_size;
+      const int64_t nbase = (static_cast<int64_t>(kvh) * l.block_size + ns) * hd;
+      const int nlen = std::min({kChunk, l.block_size - ns, n_ctx - nt});
+      PrefetchRows<D>(Row(D, k_blocks[nb], nbase), 0, nlen, hd);
+      PrefetchRows<D>(Row(D, k_blocks[nb], nbase), 4, nlen, hd);
     }
     AccumulateV<D, G>(Row(D, v_blocks[block], base), len, hd, s, o);
     t += len;

@@ -3,6 +3,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/format_ops.h"
+#include "kernels/quant.h"
 
 namespace compressd::kernels {
 namespace {
@@ -49,6 +50,26 @@ void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ld
   const FormatOps* ops = OpsFor(w.format.kind);
   if (ops != nullptr) return ops->gemm(w, x, n, y, ldy, row_begin, row_end);
   GemmRef(w, x, n, y, ldy, row_begin, row_end);
+}
+
+bool ActCacheReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c) {
+  c->Clear();
+  if (n <= 0 || !GemmUsesQuant4A8(w.format)) return false;
+  Quant4A8ActsReserve(w, x, n, c);
+  return true;
+}
+
+void ActCacheFill(int64_t t_begin, int64_t t_end, ActCache* c) {
+  if (c->kind != 0) Quant4A8ActsFill(t_begin, t_end, c);
+}
+
+void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+          int64_t row_begin, int64_t row_end, const ActCache* acts) {
+  if (acts != nullptr && acts->kind != 0 && GemmUsesQuant4A8(w.format)) {
+    GemmQuant4A8Avx512Acts(w, x, n, y, ldy, row_begin, row_end, acts);
+    return;
+  }
+  Gemm(w, x, n, y, ldy, row_begin, row_end);
 }
 
 }  // namespace compressd::kernels

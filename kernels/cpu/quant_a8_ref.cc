@@ -47,6 +47,11 @@ bool QuantUsesA8(const WeightFormat& f) {
   }
 }
 
+bool GemmUsesQuant4A8(const WeightFormat& f) {
+  return QuantUsesA8(f) && static_cast<QuantVariant>(f.variant) == QuantVariant::kGroup &&
+         f.bits == 4;
+}
+
 void GemmQuantA8Ref(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                      int64_t row_begin, int64_t row_end) {
   const int64_t cols = w.cols, cp = QuantPaddedCols(w.format, cols);

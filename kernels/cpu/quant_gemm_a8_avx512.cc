@@ -30,6 +30,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "kernels/quant.h"
 #include "kernels/quant_a8_avx512.h"
 #include "stream_prefetch_inl.h"
@@ -215,8 +216,43 @@ int Log2(int64_t v) {
 
 }  // namespace
 
+constexpr int kActsKind = 1;  // ActCache::kind of this kernel's activation layout
+
+void Quant4A8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c) {
+  const WeightFormat& f = w.format;
+  const int64_t cp = QuantPaddedCols(f, w.cols);
+  const int64_t nb = (cp + kBlock - 1) / kBlock;
+  const int64_t ngp = (cp / f.group_size + 15) / 16 * 16;
+  c->kind = kActsKind;
+  c->x = x;
+  c->n = n;
+  c->cols = w.cols;
+  c->cols_pad = cp;
+  c->group = f.group_size;
+  c->q_stride = nb * kBlock;
+  c->s_stride = nb * 16;
+  c->sum_stride = ngp;
+  c->q.resize(static_cast<size_t>(n * c->q_stride));
+  c->s.resize(static_cast<size_t>(n * c->s_stride));
+  c->sum.resize(static_cast<size_t>(n * c->sum_stride));
+}
+
+void Quant4A8ActsFill(int64_t t_begin, int64_t t_end, ActCache* c) {
+  if (c->kind != kActsKind || t_begin >= t_end) return;
+  PrepareActs(c->x + t_begin * c->cols, t_end - t_begin, c->cols, c->cols_pad,
+              Log2(c->group) - 5, c->q.data() + t_begin * c->q_stride,
+              c->s.data() + t_begin * c->s_stride, c->sum.data() + t_begin * c->sum_stride,
+              c->q_stride / kBlock, c->sum_stride);
+}
+
 void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                         int64_t row_begin, int64_t row_end) {
+  GemmQuant4A8Avx512Acts(w, x, n, y, ldy, row_begin, row_end, nullptr);
+}
+
+void GemmQuant4A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, float* y,
+                            int64_t ldy, int64_t row_begin, int64_t row_end,
+                            const ActCache* acts) {
   if (n <= 0 || row_begin >= row_end) return;
   const WeightFormat& f = w.format;
   const int64_t cols = w.cols, cp = QuantPaddedCols(f, cols);
@@ -229,22 +265,34 @@ void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float*
   Acts a;
   a.nb = (cp + kBlock - 1) / kBlock;
   a.ngp = (ng + 15) / 16 * 16;
-  const int64_t tb = std::min(n, kTokenBlock);
-  thread_local std::vector<int8_t> qbuf;
-  thread_local std::vector<float> sbuf, sumbuf;
-  qbuf.resize(static_cast<size_t>(tb * a.nb * kBlock));
-  sbuf.resize(static_cast<size_t>(tb * a.nb * 16));
-  sumbuf.resize(static_cast<size_t>(tb * a.ngp));
-  a.q = qbuf.data();
-  a.s = sbuf.data();
-  a.sum = sumbuf.data();
   a.row_bytes = row_bytes;
   a.end = base + row_end * row_bytes;
+  // Activations prepared once for this x (ActCache), or quantized here per token block.
+  const bool shared = acts != nullptr && acts->kind == kActsKind && acts->x == x &&
+                      acts->n == n && acts->cols == cols && acts->cols_pad == cp &&
+                      acts->group == f.group_size;
+  thread_local std::vector<int8_t> qbuf;
+  thread_local std::vector<float> sbuf, sumbuf;
+  if (!shared) {
+    const int64_t tb = std::min(n, kTokenBlock);
+    qbuf.resize(static_cast<size_t>(tb * a.nb * kBlock));
+    sbuf.resize(static_cast<size_t>(tb * a.nb * 16));
+    sumbuf.resize(static_cast<size_t>(tb * a.ngp));
+  }
 
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n - t0);
-    PrepareActs(x + t0 * cols, nt, cols, cp, chunk_shift, qbuf.data(), sbuf.data(), sumbuf.data(),
-                a.nb, a.ngp);
+    if (shared) {
+      a.q = acts->q.data() + t0 * acts->q_stride;
+      a.s = acts->s.data() + t0 * acts->s_stride;
+      a.sum = acts->sum.data() + t0 * acts->sum_stride;
+    } else {
+      PrepareActs(x + t0 * cols, nt, cols, cp, chunk_shift, qbuf.data(), sbuf.data(),
+                  sumbuf.data(), a.nb, a.ngp);
+      a.q = qbuf.data();
+      a.s = sbuf.data();
+      a.sum = sumbuf.data();
+    }
     float* yt = y + t0 * ldy;
     // Decode (nt == 1): 4 rows per tile, 4 independent row streams. Batches: 2 rows x up to 6
     // tokens, so each decoded code block serves 12 (row, token) dot products.

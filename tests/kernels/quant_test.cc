@@ -277,6 +277,85 @@ TEST(QuantTest, W4A8KernelMatchesItsReference) {
   }
 }
 
+// Activations quantized once (ActCache) and shared by several linears and row ranges give
+// exactly the outputs of Gemm() without the cache; a cache built for another input, token
+// count or layout is not used (the kernel quantizes x itself), and formats without shareable
+// activations reserve nothing.
+TEST(QuantTest, SharedActivationsMatchPerCallQuantization) {
+  std::mt19937 rng(12);
+  ActCache cache;
+  for (int g : {32, 64, 128}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{12, 64}, {9, 600}, {20, 2048 + 64}}) {
+      const auto w1 = RandomMatrix(rows, cols, rng), w2 = RandomMatrix(rows + 4, cols, rng);
+      PackedQuant p1 = PackGroup(w1.data(), rows, cols, 4, g);
+      PackedQuant p2 = PackGroup(w2.data(), rows + 4, cols, 4, g);
+      for (int64_t n : {1, 3, 16, 70}) {  // 70: more than one token block of the kernel
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        std::vector<float> x(static_cast<size_t>(n * cols));
+        for (auto& v : x) v = nd(rng);
+        const bool shareable = ActCacheReserve(p1.view, x.data(), n, &cache);
+        EXPECT_EQ(shareable, GemmUsesQuant4A8(p1.view.format));
+        // Filled in two uneven token ranges, as the engine's threads do.
+        ActCacheFill(0, n / 3, &cache);
+        ActCacheFill(n / 3, n, &cache);
+        for (const PackedQuant* p : {&p1, &p2}) {
+          const int64_t r = p->view.rows;
+          std::vector<float> want(static_cast<size_t>(n * r)), got(want.size(), -1.0f);
+          Gemm(p->view, x.data(), n, want.data(), r, 0, r);
+          Gemm(p->view, x.data(), n, got.data(), r, 0, r / 2 / 4 * 4, &cache);
+          Gemm(p->view, x.data(), n, got.data(), r, r / 2 / 4 * 4, r, &cache);
+          for (size_t i = 0; i < want.size(); ++i) {
+            ASSERT_EQ(got[i], want[i]) << "g=" << g << " " << r << "x" << cols << " n=" << n
+                                       << " i=" << i;
+          }
+        }
+        if (!shareable) continue;
+        // Another input at another address: the cache must not be used for it.
+        std::vector<float> x2(x.size());
+        for (auto& v : x2) v = nd(rng);
+        std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size());
+        Gemm(p1.view, x2.data(), n, want.data(), rows, 0, rows);
+        Gemm(p1.view, x2.data(), n, got.data(), rows, 0, rows, &cache);
+        ASSERT_EQ(got, want) << "cache used for another x";
+        // The same x with more tokens than the cache holds: not used either.
+        // (The buffers first hold x2, so a misused cache would read x2's tokens.)
+        if (n > 1) {
+          ASSERT_TRUE(ActCacheReserve(p1.view, x2.data(), n, &cache));
+          ActCacheFill(0, n, &cache);
+          ASSERT_TRUE(ActCacheReserve(p1.view, x.data(), 1, &cache));
+          ActCacheFill(0, 1, &cache);
+          Gemm(p1.view, x.data(), n, got.data(), rows, 0, rows, &cache);
+          Gemm(p1.view, x.data(), n, want.data(), rows, 0, rows);
+          ASSERT_EQ(got, want) << "cache of 1 token used for " << n;
+        }
+        cache.Clear();
+      }
+    }
+  }
+  // A different group size reads a different layout: a cache built for group 32 is not used
+  // by a group-128 weight over the same x.
+  const int64_t rows = 8, cols = 256, n = 4;
+  const auto w = RandomMatrix(rows, cols, rng);
+  PackedQuant g32 = PackGroup(w.data(), rows, cols, 4, 32);
+  PackedQuant g128 = PackGroup(w.data(), rows, cols, 4, 128);
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& v : x) v = nd(rng);
+  if (ActCacheReserve(g32.view, x.data(), n, &cache)) {
+    ActCacheFill(0, n, &cache);
+    std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size());
+    Gemm(g128.view, x.data(), n, want.data(), rows, 0, rows);
+    Gemm(g128.view, x.data(), n, got.data(), rows, 0, rows, &cache);
+    EXPECT_EQ(got, want);
+  }
+  // Per-row int8 and 3-bit codes have no shared activations.
+  PackedQuant i8 = PackInt8Rows(w.data(), rows, cols, false);
+  PackedQuant i3 = PackGroup(w.data(), rows, cols, 3, 64);
+  EXPECT_FALSE(ActCacheReserve(i8.view, x.data(), n, &cache));
+  EXPECT_FALSE(ActCacheReserve(i3.view, x.data(), n, &cache));
+  EXPECT_EQ(cache.kind, 0);
+}
+
 TEST(QuantTest, BatchInvariance) {
   std::mt19937 rng(5);
   const int64_t rows = 37, cols = 320;

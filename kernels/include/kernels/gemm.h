@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/weight_format.h"
 
@@ -20,6 +21,35 @@ int64_t GemmRowAlign(const WeightFormat& format);
 
 void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
           int64_t row_begin, int64_t row_end);
+
+// Activations quantized once and shared by several Gemm() calls over the same x. The A8
+// kernels otherwise quantize x in every call: once per thread and per linear, which at 16
+// tokens cost ~10% of a decode step (issue #3). Usage, for one x:
+//   if (ActCacheReserve(w, x, n, &c)) { ActCacheFill(w, b, e, &c) over [0, n); }
+//   Gemm(w_i, x, n, y_i, ldy, row_begin, row_end, &c) for each linear and row range;
+//   c.Clear() before x changes.
+// ActCacheFill over disjoint token ranges may run concurrently. A kernel uses the cache only
+// when it was built for the same x, n and activation layout (any weight of the same format
+// and cols), and otherwise quantizes x itself: results are identical either way.
+struct ActCache {
+  int kind = 0;  // 0: empty; otherwise the layout that ActCacheReserve chose
+  const float* x = nullptr;
+  int64_t n = 0, cols = 0, cols_pad = 0, group = 0;
+  int64_t q_stride = 0, s_stride = 0, sum_stride = 0;  // per token
+  std::vector<int8_t> q;
+  std::vector<float> s, sum;
+  void Clear() {
+    kind = 0;
+    x = nullptr;
+  }
+};
+// Sizes `c` for Gemm(w, x, n, ...); false (and c left empty) when w's kernel on this CPU has
+// no shareable activations.
+bool ActCacheReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c);
+// Quantizes tokens [t_begin, t_end) of the reserved x into c.
+void ActCacheFill(int64_t t_begin, int64_t t_end, ActCache* c);
+void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+          int64_t row_begin, int64_t row_end, const ActCache* acts);
 
 // Scalar reference of Gemm(): the test oracle for every fast path. Dequantizes one row at
 // a time and accumulates in double.

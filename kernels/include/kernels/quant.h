@@ -37,6 +37,10 @@
 #include "kernels/weight_format.h"
 
 namespace compressd::kernels {
+struct ActCache;  // kernels/gemm.h
+}  // namespace compressd::kernels
+
+namespace compressd::kernels {
 
 enum class QuantVariant : uint32_t {
   kGroup = 0,
@@ -177,6 +181,16 @@ void GemmQuantA8Ref(const PackedWeight& w, const float* x, int64_t n, float* y, 
 // 4-bit group codes (quant_gemm_a8_avx512.cc).
 void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                         int64_t row_begin, int64_t row_end);
+// The same with `acts`: activations prepared by ActCacheReserve/ActCacheFill (used when they
+// match x, n and the layout; otherwise quantized here), or nullptr.
+void GemmQuant4A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, float* y,
+                            int64_t ldy, int64_t row_begin, int64_t row_end,
+                            const ActCache* acts);
+// True when Gemm() runs w through GemmQuant4A8Avx512 on this CPU.
+bool GemmUsesQuant4A8(const WeightFormat& f);
+// ActCache layout of GemmQuant4A8Avx512 (gemm.h): sizing and filling.
+void Quant4A8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c);
+void Quant4A8ActsFill(int64_t t_begin, int64_t t_end, ActCache* c);
 // 8-bit group codes (u8) and kInt8Row (s8) (quant_gemm_8a8_avx512.cc).
 void GemmQuant8A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                         int64_t row_begin, int64_t row_end);
