@@ -129,8 +129,11 @@ namespace {
 kernels::ActCache& PrepareActs(const kernels::PackedWeight& w, const float* x, int64_t n,
                                ThreadPool& pool) {
   thread_local kernels::ActCache acts;
-  if (kernels::ActCacheReserve(w, x, n, &acts)) {
-    pool.ParallelFor(n, 1, [&](int64_t b, int64_t e) { kernels::ActCacheFill(b, e, &acts); },
+  // The workers fill this thread's cache: inside the lambda `acts` would name each worker's
+  // own thread_local, so they get a pointer.
+  kernels::ActCache* const cache = &acts;
+  if (kernels::ActCacheReserve(w, x, n, cache)) {
+    pool.ParallelFor(n, 1, [cache](int64_t b, int64_t e) { kernels::ActCacheFill(b, e, cache); },
                      int64_t{16} * w.cols);
   }
   return acts;

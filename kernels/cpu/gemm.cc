@@ -3,6 +3,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/format_ops.h"
+#include "kernels/ggml_quant.h"
 #include "kernels/quant.h"
 
 namespace compressd::kernels {
@@ -52,22 +53,44 @@ void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ld
   GemmRef(w, x, n, y, ldy, row_begin, row_end);
 }
 
+namespace {
+
+// The GGUF formats whose Gemm() takes GemmGgufA8Avx512 (see FormatGemm in ggml_quant.cc).
+bool GemmUsesGgufA8(const WeightFormat& f) {
+  return GgufQuantFormatOps().supports(f) && ActiveIsa() == CpuIsa::kAvx512 && GgufUsesA8(f);
+}
+
+}  // namespace
+
 bool ActCacheReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c) {
   c->Clear();
-  if (n <= 0 || !GemmUsesQuant4A8(w.format)) return false;
-  Quant4A8ActsReserve(w, x, n, c);
-  return true;
+  if (n <= 0) return false;
+  if (GemmUsesQuant4A8(w.format)) {
+    Quant4A8ActsReserve(w, x, n, c);
+    return true;
+  }
+  if (GemmUsesGgufA8(w.format)) {
+    GgufA8ActsReserve(w, x, n, c);
+    return true;
+  }
+  return false;
 }
 
 void ActCacheFill(int64_t t_begin, int64_t t_end, ActCache* c) {
-  if (c->kind != 0) Quant4A8ActsFill(t_begin, t_end, c);
+  if (c->kind == 0) return;
+  if (c->kind == 1) return Quant4A8ActsFill(t_begin, t_end, c);
+  GgufA8ActsFill(t_begin, t_end, c);
 }
 
 void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
           int64_t row_begin, int64_t row_end, const ActCache* acts) {
-  if (acts != nullptr && acts->kind != 0 && GemmUsesQuant4A8(w.format)) {
-    GemmQuant4A8Avx512Acts(w, x, n, y, ldy, row_begin, row_end, acts);
-    return;
+  if (acts != nullptr && acts->kind != 0) {
+    if (GemmUsesQuant4A8(w.format)) {
+      return GemmQuant4A8Avx512Acts(w, x, n, y, ldy, row_begin, row_end, acts);
+    }
+    if (GemmUsesGgufA8(w.format)) {
+      return GemmGgufA8Avx512Acts(w, x, n, y, ldy, row_begin, row_end, acts);
+    }
   }
   Gemm(w, x, n, y, ldy, row_begin, row_end);
 }

@@ -27,6 +27,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "kernels/ggml_quant.h"
 #include "kernels/quant_a8_avx512.h"
 #include "stream_prefetch_inl.h"
@@ -209,29 +210,43 @@ void RowsTokens(const uint8_t* const* rows, int64_t nb, const Acts& a, int64_t n
   }
 }
 
+// ActCache::kind of this kernel's activation layouts (Q4_0 and Q8_0 orders differ).
+constexpr int ActsKind(bool q8) { return q8 ? 3 : 2; }
+
 template <bool Q8>
 void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
-          int64_t row_begin, int64_t row_end) {
+          int64_t row_begin, int64_t row_end, const ActCache* acts) {
   const int64_t cols = w.cols, nb = cols / kGgufBlock;
   const int64_t row_bytes = nb * (Q8 ? sizeof(GgufBlockQ8_0) : sizeof(GgufBlockQ4_0));
   const auto* base = static_cast<const uint8_t*>(w.data);
   Acts a;
   a.nbp = (nb + kWin - 1) / kWin * kWin;
-  const int64_t tb = std::min(n, kTokenBlock);
+  // Activations prepared once for this x (ActCache), or quantized here per token block.
+  const bool shared = acts != nullptr && acts->kind == ActsKind(Q8) && acts->x == x &&
+                      acts->n == n && acts->cols == cols;
   thread_local std::vector<int8_t> qbuf;
   thread_local std::vector<float> sbuf;
   thread_local std::vector<int32_t> cbuf;
-  qbuf.resize(static_cast<size_t>(tb * a.nbp * kGgufBlock));
-  sbuf.resize(static_cast<size_t>(tb * a.nbp));
-  cbuf.resize(static_cast<size_t>(tb * a.nbp / kStep * 32));
-  a.q = qbuf.data();
-  a.s = sbuf.data();
-  a.c = cbuf.data();
+  if (!shared) {
+    const int64_t tb = std::min(n, kTokenBlock);
+    qbuf.resize(static_cast<size_t>(tb * a.nbp * kGgufBlock));
+    sbuf.resize(static_cast<size_t>(tb * a.nbp));
+    cbuf.resize(static_cast<size_t>(tb * a.nbp / kStep * 32));
+  }
   a.row_bytes = row_bytes;
   a.end = base + row_end * row_bytes;
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n - t0);
-    PrepareActs<Q8>(x + t0 * cols, nt, cols, a.nbp, qbuf.data(), sbuf.data(), cbuf.data());
+    if (shared) {
+      a.q = acts->q.data() + t0 * acts->q_stride;
+      a.s = acts->s.data() + t0 * acts->s_stride;
+      a.c = acts->c.data() + t0 * acts->c_stride;
+    } else {
+      PrepareActs<Q8>(x + t0 * cols, nt, cols, a.nbp, qbuf.data(), sbuf.data(), cbuf.data());
+      a.q = qbuf.data();
+      a.s = sbuf.data();
+      a.c = cbuf.data();
+    }
     float* yt = y + t0 * ldy;
     // Decode: 4 rows per tile. Batches: 2 rows x up to 4 tokens, panel by panel so that a
     // panel's codes (~64 KiB) stay in L2 while the token groups sweep it.
@@ -274,9 +289,46 @@ void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ld
 
 void GemmGgufA8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                       int64_t row_begin, int64_t row_end) {
+  GemmGgufA8Avx512Acts(w, x, n, y, ldy, row_begin, row_end, nullptr);
+}
+
+void GemmGgufA8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, float* y,
+                          int64_t ldy, int64_t row_begin, int64_t row_end, const ActCache* acts) {
   if (n <= 0 || row_begin >= row_end) return;
-  if (w.format.variant == kGgufVariantQ8_0) return Gemm<true>(w, x, n, y, ldy, row_begin, row_end);
-  Gemm<false>(w, x, n, y, ldy, row_begin, row_end);
+  if (w.format.variant == kGgufVariantQ8_0) {
+    return Gemm<true>(w, x, n, y, ldy, row_begin, row_end, acts);
+  }
+  Gemm<false>(w, x, n, y, ldy, row_begin, row_end, acts);
+}
+
+void GgufA8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c) {
+  const int64_t nb = w.cols / kGgufBlock, nbp = (nb + kWin - 1) / kWin * kWin;
+  c->kind = ActsKind(w.format.variant == kGgufVariantQ8_0);
+  c->x = x;
+  c->n = n;
+  c->cols = w.cols;
+  c->cols_pad = nbp * kGgufBlock;
+  c->group = kGgufBlock;
+  c->q_stride = nbp * kGgufBlock;
+  c->s_stride = nbp;
+  c->c_stride = nbp / kStep * 32;
+  c->q.resize(static_cast<size_t>(n * c->q_stride));
+  c->s.resize(static_cast<size_t>(n * c->s_stride));
+  c->c.resize(static_cast<size_t>(n * c->c_stride));
+}
+
+void GgufA8ActsFill(int64_t t_begin, int64_t t_end, ActCache* c) {
+  if (t_begin >= t_end) return;
+  const int64_t nbp = c->s_stride;
+  int8_t* q = c->q.data() + t_begin * c->q_stride;
+  float* s = c->s.data() + t_begin * c->s_stride;
+  int32_t* cc = c->c.data() + t_begin * c->c_stride;
+  const float* x = c->x + t_begin * c->cols;
+  if (c->kind == ActsKind(true)) {
+    PrepareActs<true>(x, t_end - t_begin, c->cols, nbp, q, s, cc);
+  } else if (c->kind == ActsKind(false)) {
+    PrepareActs<false>(x, t_end - t_begin, c->cols, nbp, q, s, cc);
+  }
 }
 
 }  // namespace compressd::kernels

@@ -119,6 +119,43 @@ TEST(GgufQuant, GemmParity) {
   }
 }
 
+// Activations quantized once (ActCache) and shared by several GEMMs give exactly the outputs
+// of Gemm() without the cache; a Q4_0 cache is not used for Q8_0 weights (another layout)
+// nor for another input.
+TEST(GgufQuant, SharedActivationsMatchPerCallQuantization) {
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  ActCache cache;
+  for (bool q8 : {false, true}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{9, 96}, {12, 1056}}) {
+      Blocks a = Make(q8, rows, cols, rng), b = Make(q8, rows + 3, cols, rng);
+      Blocks other = Make(!q8, rows, cols, rng);
+      for (int64_t n : {1, 5, 70}) {
+        std::vector<float> x(n * cols), x2(n * cols);
+        for (float& v : x) v = u(rng);
+        for (float& v : x2) v = u(rng);
+        const bool shared = ActCacheReserve(a.w, x.data(), n, &cache);
+        EXPECT_EQ(shared, ActiveIsa() == CpuIsa::kAvx512 && GgufUsesA8(a.w.format));
+        ActCacheFill(0, n / 2, &cache);
+        ActCacheFill(n / 2, n, &cache);
+        for (const Blocks* w : {&a, &b, &other}) {
+          const int64_t r = w->w.rows;
+          std::vector<float> want(n * r), got(n * r, -1.0f);
+          Gemm(w->w, x.data(), n, want.data(), r, 0, r);
+          Gemm(w->w, x.data(), n, got.data(), r, 0, r / 2, &cache);
+          Gemm(w->w, x.data(), n, got.data(), r, r / 2, r, &cache);
+          ASSERT_EQ(got, want) << "q8=" << q8 << " " << r << "x" << cols << " n=" << n;
+        }
+        std::vector<float> want(n * rows), got(n * rows);
+        Gemm(a.w, x2.data(), n, want.data(), rows, 0, rows);
+        Gemm(a.w, x2.data(), n, got.data(), rows, 0, rows, &cache);
+        ASSERT_EQ(got, want) << "cache used for another x";
+        cache.Clear();
+      }
+    }
+  }
+}
+
 // The A8 oracle stays within the activation rounding bound of the exact product:
 // |y - exact| <= sum_c |w_c| * s_block(c) / 2.
 TEST(GgufQuant, A8RefWithinActivationRounding) {

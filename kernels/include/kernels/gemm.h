@@ -32,12 +32,15 @@ void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ld
 // when it was built for the same x, n and activation layout (any weight of the same format
 // and cols), and otherwise quantizes x itself: results are identical either way.
 struct ActCache {
-  int kind = 0;  // 0: empty; otherwise the layout that ActCacheReserve chose
+  // 0: empty; otherwise the layout ActCacheReserve chose: 1 W4A8 group codes, 2 GGUF Q4_0,
+  // 3 GGUF Q8_0.
+  int kind = 0;
   const float* x = nullptr;
   int64_t n = 0, cols = 0, cols_pad = 0, group = 0;
-  int64_t q_stride = 0, s_stride = 0, sum_stride = 0;  // per token
+  int64_t q_stride = 0, s_stride = 0, sum_stride = 0, c_stride = 0;  // per token
   std::vector<int8_t> q;
   std::vector<float> s, sum;
+  std::vector<int32_t> c;
   void Clear() {
     kind = 0;
     x = nullptr;

@@ -25,6 +25,8 @@
 
 namespace compressd::kernels {
 
+struct ActCache;  // kernels/gemm.h
+
 inline constexpr uint32_t kGgufVariantQ8_0 = 100;
 inline constexpr uint32_t kGgufVariantQ4_0 = 101;
 inline constexpr int kGgufBlock = 32;
@@ -65,6 +67,12 @@ void GemmGgufA8Ref(const PackedWeight& w, const float* x, int64_t n, float* y, i
                    int64_t row_begin, int64_t row_end);
 // True when GgufQuantFormatOps().gemm takes the integer path for f on this CPU.
 bool GgufUsesA8(const WeightFormat& f);
+// The integer path with activations shared through an ActCache (kernels/gemm.h): sizing,
+// filling, and the GEMM that uses them when they match x, n and the layout.
+void GgufA8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c);
+void GgufA8ActsFill(int64_t t_begin, int64_t t_end, ActCache* c);
+void GemmGgufA8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, float* y,
+                          int64_t ldy, int64_t row_begin, int64_t row_end, const ActCache* acts);
 // Scalar decode of W[r][k0 .. k0 + len) (k0, len multiples of 32).
 void GgufDecodeRef(const PackedWeight& w, int64_t r, int64_t k0, int64_t len, float* out);
 
