@@ -77,14 +77,14 @@ bool ActCacheReserve(const PackedWeight& w, const float* x, int64_t n, ActCache*
 }
 
 void ActCacheFill(int64_t t_begin, int64_t t_end, ActCache* c) {
-  if (c->kind == 0) return;
-  if (c->kind == 1) return Quant4A8ActsFill(t_begin, t_end, c);
+  if (c->kind == ActCache::kNone) return;
+  if (c->kind == ActCache::kQuant4A8) return Quant4A8ActsFill(t_begin, t_end, c);
   GgufA8ActsFill(t_begin, t_end, c);
 }
 
 void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
           int64_t row_begin, int64_t row_end, const ActCache* acts) {
-  if (acts != nullptr && acts->kind != 0) {
+  if (acts != nullptr && acts->kind != ActCache::kNone) {
     if (GemmUsesQuant4A8(w.format)) {
       return GemmQuant4A8Avx512Acts(w, x, n, y, ldy, row_begin, row_end, acts);
     }

@@ -211,7 +211,7 @@ void RowsTokens(const uint8_t* const* rows, int64_t nb, const Acts& a, int64_t n
 }
 
 // ActCache::kind of this kernel's activation layouts (Q4_0 and Q8_0 orders differ).
-constexpr int ActsKind(bool q8) { return q8 ? 3 : 2; }
+constexpr int ActsKind(bool q8) { return q8 ? ActCache::kGgufQ8_0 : ActCache::kGgufQ4_0; }
 
 template <bool Q8>
 void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,

@@ -216,7 +216,7 @@ int Log2(int64_t v) {
 
 }  // namespace
 
-constexpr int kActsKind = 1;  // ActCache::kind of this kernel's activation layout
+constexpr int kActsKind = ActCache::kQuant4A8;  // this kernel's activation layout
 
 void Quant4A8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c) {
   const WeightFormat& f = w.format;

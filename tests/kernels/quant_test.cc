@@ -353,7 +353,7 @@ TEST(QuantTest, SharedActivationsMatchPerCallQuantization) {
   PackedQuant i3 = PackGroup(w.data(), rows, cols, 3, 64);
   EXPECT_FALSE(ActCacheReserve(i8.view, x.data(), n, &cache));
   EXPECT_FALSE(ActCacheReserve(i3.view, x.data(), n, &cache));
-  EXPECT_EQ(cache.kind, 0);
+  EXPECT_EQ(cache.kind, ActCache::kNone);
 }
 
 TEST(QuantTest, BatchInvariance) {

@@ -32,9 +32,9 @@ void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ld
 // when it was built for the same x, n and activation layout (any weight of the same format
 // and cols), and otherwise quantizes x itself: results are identical either way.
 struct ActCache {
-  // 0: empty; otherwise the layout ActCacheReserve chose: 1 W4A8 group codes, 2 GGUF Q4_0,
-  // 3 GGUF Q8_0.
-  int kind = 0;
+  // The activation layout ActCacheReserve chose (each kernel's own order), or kNone: empty.
+  enum Kind { kNone = 0, kQuant4A8 = 1, kGgufQ4_0 = 2, kGgufQ8_0 = 3 };
+  int kind = kNone;
   const float* x = nullptr;
   int64_t n = 0, cols = 0, cols_pad = 0, group = 0;
   int64_t q_stride = 0, s_stride = 0, sum_stride = 0, c_stride = 0;  // per token
@@ -42,7 +42,7 @@ struct ActCache {
   std::vector<float> s, sum;
   std::vector<int32_t> c;
   void Clear() {
-    kind = 0;
+    kind = kNone;
     x = nullptr;
   }
 };
