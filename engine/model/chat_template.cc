@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "engine/model/chat_template_internal.h"
 
@@ -33,6 +34,28 @@ void DictSet(Dict* d, const std::string& key, Value v) {
     }
   }
   d->emplace_back(key, std::move(v));
+}
+
+bool Reaches(const Value& v, const Dict* d) {
+  // Containers are shared, so a value is a DAG: visit each container once.
+  absl::flat_hash_set<const void*> seen;
+  std::vector<const Value*> todo = {&v};
+  while (!todo.empty()) {
+    const Value* x = todo.back();
+    todo.pop_back();
+    const void* c = x->is(K::kDict) ? static_cast<const void*>(x->dict.get())
+                    : x->is(K::kList) ? static_cast<const void*>(x->list.get())
+                                      : nullptr;
+    if (c == nullptr) continue;
+    if (c == d) return true;
+    if (!seen.insert(c).second) continue;
+    if (x->is(K::kDict)) {
+      for (const auto& kv : *x->dict) todo.push_back(&kv.second);
+    } else {
+      for (const Value& e : *x->list) todo.push_back(&e);
+    }
+  }
+  return false;
 }
 
 bool Truthy(const Value& v) {
@@ -218,6 +241,12 @@ class Renderer {
           } else {
             Value target = Lookup(n.text);
             if (!target.is(K::kDict)) return Bad(absl::StrCat("'", n.text, "' is not a namespace"));
+            // Namespaces are shared (reference counted): storing one inside itself would make
+            // a cycle that is never freed (found by chat_template_fuzz).
+            if (Reaches(v, target.dict.get())) {
+              return Bad(absl::StrCat("'", n.text, ".", n.attr, "' cannot hold the namespace '",
+                                      n.text, "' itself"));
+            }
             DictSet(target.dict.get(), n.attr, std::move(v));
           }
           break;

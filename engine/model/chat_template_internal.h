@@ -60,6 +60,8 @@ using K = Value::Kind;
 
 const Value* DictGet(const Dict& d, std::string_view key);
 void DictSet(Dict* d, const std::string& key, Value v);
+// True when v is d or holds d (through lists and dicts, at any depth).
+bool Reaches(const Value& v, const Dict* d);
 bool Truthy(const Value& v);
 // Python-style text; repr quotes strings (inside containers), json writes JSON.
 void AppendText(const Value& v, bool repr, bool json, std::string* out);

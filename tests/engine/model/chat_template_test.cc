@@ -440,6 +440,29 @@ TEST(ChatTemplateTest, RunawayTemplatesStopWithAnError) {
   EXPECT_EQ(RenderStatus(ifs).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A namespace stored inside itself (directly, in a list, or in a dict) would be a reference
+// cycle that is never freed: an error naming the attribute (found by chat_template_fuzz as a
+// leak). Storing another namespace, or the same values twice, stays allowed.
+TEST(ChatTemplateTest, NamespaceCannotHoldItself) {
+  for (const char* tmpl : {"{% set ns = namespace(n=0) %}{% set ns.n = ns %}",
+                           "{% set ns = namespace(n=0) %}{% set ns.n = [1, [ns]] %}",
+                           "{% set ns = namespace(n=0) %}{% set ns.n = {'a': {'b': ns}} %}",
+                           "{% set ns = namespace(n=0) %}{% set m = namespace(x=ns) %}"
+                           "{% set ns.n = [m] %}"}) {
+    const absl::Status st = RenderStatus(tmpl);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << tmpl;
+    EXPECT_NE(std::string(st.message()).find("'ns.n' cannot hold the namespace 'ns'"),
+              std::string::npos)
+        << tmpl << ": " << st;
+  }
+  auto ok = RenderChatTemplate(
+      "{% set ns = namespace(n=0) %}{% set m = namespace(x=1) %}{% set ns.n = m %}"
+      "{% set l = [m, m] %}{% set ns.k = [l, l] %}{{ ns.n.x }}{{ ns.k | length }}",
+      {{"user", "Hi"}}, {});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, "12");
+}
+
 TEST(ChatTemplateTest, ArbitraryBytesNeverCrash) {
   // A cheap deterministic fuzz: mutate a real template and render; any Status is fine.
   std::string base = Templates().at("mistral_v03");
