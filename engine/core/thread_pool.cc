@@ -5,6 +5,17 @@
 
 namespace compressd {
 
+namespace {
+// Waiting is a PAUSE loop, not sched_yield: on the shared VM a yield is a hypervisor round
+// trip (`pvm_irq_enable` + `sched_yield` were ~7% of a 16-stream decode's samples). A worker
+// pauses through its whole spin window (100 us, then it sleeps on the condition variable);
+// the engine thread pauses ~1 ms for its worker before it starts yielding (in case that
+// worker was descheduled and needs this core). Measured with 1000 / 2000 pauses before
+// yielding instead: 16-stream int4 decode 751 vs 811 tok/s (mean of 6 alternating runs each,
+// docs/BENCHMARKS.md session 7).
+constexpr int kMainPauses = 50000;
+}  // namespace
+
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
   for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
@@ -24,16 +35,11 @@ void ThreadPool::WorkerLoop(int index) {
   for (;;) {
     // Spin for a short while: decode issues dispatches back to back.
     auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
-    for (int spins = 0; generation_.load(std::memory_order_acquire) == seen &&
-                        std::chrono::steady_clock::now() < spin_until;
-         ++spins) {
-      if (spins < 1000) {
+    while (generation_.load(std::memory_order_acquire) == seen &&
+           std::chrono::steady_clock::now() < spin_until) {
 #if defined(__x86_64__)
-        __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
-      } else {
-        std::this_thread::yield();
-      }
     }
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mu_);
@@ -62,7 +68,7 @@ void ThreadPool::RunOnAll(const std::function<void(int)>& fn) {
   // Spin briefly, then yield: on an oversubscribed machine the worker may be descheduled
   // and pure spinning would hold the core it needs.
   for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
-    if (spins < 2000) {
+    if (spins < kMainPauses) {
 #if defined(__x86_64__)
       __builtin_ia32_pause();
 #endif
