@@ -11,7 +11,7 @@ namespace {
 // pauses through its whole spin window (100 us, then it sleeps on the condition variable);
 // the engine thread pauses ~1 ms for its worker before it starts yielding (in case that
 // worker was descheduled and needs this core). Measured with 1000 / 2000 pauses before
-// yielding instead: 16-stream int4 decode 751 vs 811 tok/s (mean of 6 alternating runs each,
+// yielding instead: 16-stream int4 decode 751 vs 795 tok/s (mean of 6 alternating runs each,
 // docs/BENCHMARKS.md session 7).
 constexpr int kMainPauses = 50000;
 }  // namespace
