@@ -39,11 +39,54 @@ bool QuantUsesA8(const WeightFormat& f) {
     case QuantVariant::kGroup:
       // Group 16 splits a 32-column chunk in two groups: the float path keeps it.
       return (f.bits == 4 || f.bits == 8) && f.group_size >= kQuantChunk;
-    // Per-row int8 (the `int8` preset) keeps its exact fp32-activation path: with int8
-    // activations its KL on kdocs-7m rose from 0.000022 to 0.000051 and a faster decode was
-    // not shown (issue #4 notes); GemmQuant8A8Avx512 still computes it, tested, when called.
+    // Per-row int8 (the `int8` preset) takes the A16 path instead (QuantUsesA16): with int8
+    // activations its KL on kdocs-7m rose from 0.000022 to 0.000051 (issue #4 notes);
+    // GemmQuant8A8Avx512 still computes it, tested, when called.
     default:
       return false;
+  }
+}
+
+bool QuantUsesA16(const WeightFormat& f) {
+  return f.kind == WeightKind::kQuant && ActiveIsa() == CpuIsa::kAvx512 &&
+         GetCpuFeatures().avx512vnni &&
+         static_cast<QuantVariant>(f.variant) == QuantVariant::kInt8Row;
+}
+
+void GemmQuant8A16Ref(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                      int64_t row_begin, int64_t row_end) {
+  const int64_t cols = w.cols, cp = QuantPaddedCols(w.format, cols);
+  const auto* codes = static_cast<const int8_t*>(w.data);
+  const auto* row_scale = static_cast<const float*>(w.aux[0]);
+  const int64_t nb = (cp + kA16Block - 1) / kA16Block;
+  std::vector<int32_t> q(static_cast<size_t>(n * cp), 0);
+  std::vector<float> s(static_cast<size_t>(n * nb));
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t c0 = b * kA16Block, c1 = std::min(cols, c0 + kA16Block);
+      float amax = 0.0f;
+      for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(x[t * cols + c]));
+      // The same float operations as the vector code.
+      const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+      for (int64_t c = c0; c < c1; ++c) {
+        const int v = static_cast<int>(std::nearbyint(x[t * cols + c] * inv));
+        q[t * cp + c] = std::clamp(v, -32767, 32767);
+      }
+      s[t * nb + b] = amax / 32767.0f;
+    }
+  }
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    for (int64_t t = 0; t < n; ++t) {
+      double acc = 0.0;
+      for (int64_t b = 0; b < nb; ++b) {
+        int64_t dot = 0;
+        for (int64_t c = b * kA16Block; c < std::min(cp, (b + 1) * kA16Block); ++c) {
+          dot += int64_t{codes[r * cp + c]} * q[t * cp + c];
+        }
+        acc += static_cast<double>(dot) * s[t * nb + b];
+      }
+      y[t * ldy + r] = static_cast<float>(acc * row_scale[r]);
+    }
   }
 }
 

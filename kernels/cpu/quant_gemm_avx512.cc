@@ -7,7 +7,7 @@
 // vector is reused by T tokens, each activation vector by R rows.
 // On a CPU with VNNI, 4-bit group codes go to the W4A8 kernel (quant_gemm_a8_avx512.cc),
 // 8-bit group codes to the W8A8-chunk kernel (quant_gemm_8a8_avx512.cc); this float path
-// remains for per-row int8 (kept exact, see QuantUsesA8), CPUs without VNNI and group 16.
+// remains for CPUs without VNNI and group 16 (per-row int8 takes the A16 path, QuantUsesA16).
 // W8A8 / LLM.int8: activations are quantized per token to int8 (stored as u8 = q + 128) and
 // multiplied with vpdpbusd; the +128 offset is removed with the row's code sum.
 //
@@ -218,8 +218,16 @@ void GemmFloatPath(const PackedWeight& w, const float* x, int64_t n, float* y, i
   constexpr int kMaxR = 8;
   params.resize(static_cast<size_t>(2 * kMaxR * ng));
   const auto* row_scales = int8row ? static_cast<const float*>(w.aux[0]) : nullptr;
+  // Row r's codes: fixed-width formats are one multiply away (no call per row); kMixed rows
+  // have their own widths and offsets.
+  const bool mixed = v == QuantVariant::kMixed;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const int64_t row_bytes = mixed ? 0 : cp / kQuantChunk * ChunkBytes(f.bits);
+  auto row_codes = [&](int64_t r) -> RowView {
+    return mixed ? RowCodes(w, r) : RowView{base + r * row_bytes, f.bits};
+  };
   // One past the codes of the range's last row: where decode prefetching stops.
-  const RowView last = RowCodes(w, row_end - 1);
+  const RowView last = row_codes(row_end - 1);
   const uint8_t* const range_end = last.codes + cp / 32 * Bytes32(int8row ? kS8Row : last.bits);
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n - t0);
@@ -232,11 +240,11 @@ void GemmFloatPath(const PackedWeight& w, const float* x, int64_t n, float* y, i
       const float* mp[kMaxR];
       int64_t rows[kMaxR];
       float rs[kMaxR];
-      const RowView first = RowCodes(w, r);
+      const RowView first = row_codes(r);
       int nr = 0;
       const int limit = (nt == 1) ? 8 : 4;
       while (r < row_end && nr < limit) {
-        const RowView rv = RowCodes(w, r);
+        const RowView rv = row_codes(r);
         if (rv.bits != first.bits) break;
         codes[nr] = rv.codes;
         rows[nr] = r;
@@ -254,7 +262,7 @@ void GemmFloatPath(const PackedWeight& w, const float* x, int64_t n, float* y, i
       // Decode: prefetch the next rows' codes (up to the range's last row) as one stream.
       NextTilePrefetch pf;
       if (nt == 1 && r < row_end) {
-        pf = NextTilePrefetch(RowCodes(w, r).codes, range_end,
+        pf = NextTilePrefetch(row_codes(r).codes, range_end,
                               nr * cp / 32 * Bytes32(int8row ? kS8Row : first.bits));
       }
       DispatchTile(int8row ? kS8Row : first.bits, nr, codes, sp, mp, gshift, cp, xt, nt, rows,
@@ -364,8 +372,10 @@ void GemmQuantAvx512(const PackedWeight& w, const float* x, int64_t n, float* y,
   if (v == QuantVariant::kW8A8 || v == QuantVariant::kLlmInt8) {
     return GemmW8A8(w, x, n, y, ldy, row_begin, row_end);
   }
-  // A8 paths (see QuantUsesA8; group 16 stays on the float path).
+  // A8 paths (see QuantUsesA8; group 16 stays on the float path) and the A16 path of
+  // per-row int8 (QuantUsesA16).
   if (GetCpuFeatures().avx512vnni && w.format.kind == WeightKind::kQuant) {
+    if (v == QuantVariant::kInt8Row) return GemmQuant8A16Avx512(w, x, n, y, ldy, row_begin, row_end);
     const bool group_a8 = v == QuantVariant::kGroup && w.format.group_size >= kQuantChunk;
     if (group_a8 && w.format.bits == 4) {
       return GemmQuant4A8Avx512(w, x, n, y, ldy, row_begin, row_end);

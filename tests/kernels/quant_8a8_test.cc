@@ -128,7 +128,7 @@ TEST(Quant8A8Test, DispatchUsesA8WhereItSaysSo) {
   for (const Fmt& fmt : kFmts) {
     const auto w = Normal(rows * cols, 0.05f, rng);
     PackedQuant p = Pack(fmt, w, rows, cols);
-    // Per-row int8 keeps its exact path (see QuantUsesA8); 8-bit groups take A8 on VNNI.
+    // Per-row int8 takes the A16 path (QuantUsesA16); 8-bit groups take A8 on VNNI.
     EXPECT_EQ(QuantUsesA8(p.view.format),
               fmt.group > 0 && ActiveIsa() == CpuIsa::kAvx512 && HasVnni())
         << fmt.name;
@@ -136,6 +136,8 @@ TEST(Quant8A8Test, DispatchUsesA8WhereItSaysSo) {
     std::vector<float> ref(static_cast<size_t>(n * rows)), out = ref;
     if (QuantUsesA8(p.view.format)) {
       GemmQuantA8Ref(p.view, x.data(), n, ref.data(), rows, 0, rows);
+    } else if (QuantUsesA16(p.view.format)) {  // per-row int8 on VNNI: the A16 path
+      GemmQuant8A16Ref(p.view, x.data(), n, ref.data(), rows, 0, rows);
     } else {
       GemmRef(p.view, x.data(), n, ref.data(), rows, 0, rows);
     }

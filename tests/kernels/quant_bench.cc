@@ -29,7 +29,7 @@ namespace {
 struct Shape {
   int64_t rows, cols;
 };
-const Shape kShapes[] = {{576, 1536}, {1536, 576}, {2048, 8192}, {8192, 2048}};
+const Shape kShapes[] = {{576, 1536}, {1536, 576}, {2048, 8192}, {8192, 2048}, {49152, 576}, {576, 576}};
 constexpr uint64_t kPoolBytes = uint64_t{128} << 20;
 
 PackedQuant MakeWeight(const std::string& fmt, int64_t rows, int64_t cols) {
@@ -95,12 +95,12 @@ void BM_QuantGemmHot(benchmark::State& st, std::string fmt) { RunQuantGemm(st, f
 
 void Args1(benchmark::internal::Benchmark* b) {
   b->ArgNames({"shape", "n", "threads"});
-  for (int s = 0; s < 4; ++s)
+  for (int s = 0; s < 6; ++s)
     for (int n : {1, 4, 16}) b->Args({s, n, 1});
 }
 void Args2(benchmark::internal::Benchmark* b) {
   b->ArgNames({"shape", "n", "threads"});
-  for (int s = 0; s < 4; ++s)
+  for (int s = 0; s < 6; ++s)
     for (int n : {1, 4, 16}) b->Args({s, n, 2});
   b->UseRealTime();
 }

@@ -162,10 +162,16 @@ TEST(QuantTest, FastPathsMatchReference) {
           ref_a8.assign(ref.size(), -7.0f);
           GemmQuantA8Ref(p.view, x.data(), n, ref_a8.data(), ldy, 0, rows);
         }
+        // Per-row int8 on AVX-512 VNNI: the A16 path (definition GemmQuant8A16Ref).
+        if (pv == QuantVariant::kInt8Row) {
+          ref_a8.assign(ref.size(), -7.0f);
+          GemmQuant8A16Ref(p.view, x.data(), n, ref_a8.data(), ldy, 0, rows);
+        }
         for (auto& [pname, fn] : paths) {
           const bool a8_path =
               !ref_a8.empty() &&
-              (pname == "avx512" || (pname == "dispatch" && QuantUsesA8(p.view.format)));
+              (pname == "avx512" || (pname == "dispatch" && (QuantUsesA8(p.view.format) ||
+                                                             QuantUsesA16(p.view.format))));
           const std::vector<float>& want = a8_path ? ref_a8 : ref;
           std::vector<float> out(ref.size(), -7.0f);
           fn(p.view, x.data(), n, out.data(), ldy, 0, rows);
@@ -284,17 +290,21 @@ TEST(QuantTest, W4A8KernelMatchesItsReference) {
 TEST(QuantTest, SharedActivationsMatchPerCallQuantization) {
   std::mt19937 rng(12);
   ActCache cache;
-  for (int g : {32, 64, 128}) {
+  // g: 4-bit group size (W4A8), or 0: per-row int8 (A16).
+  for (int g : {32, 64, 128, 0}) {
     for (auto [rows, cols] : {std::pair<int64_t, int64_t>{12, 64}, {9, 600}, {20, 2048 + 64}}) {
       const auto w1 = RandomMatrix(rows, cols, rng), w2 = RandomMatrix(rows + 4, cols, rng);
-      PackedQuant p1 = PackGroup(w1.data(), rows, cols, 4, g);
-      PackedQuant p2 = PackGroup(w2.data(), rows + 4, cols, 4, g);
+      PackedQuant p1 = g > 0 ? PackGroup(w1.data(), rows, cols, 4, g)
+                             : PackInt8Rows(w1.data(), rows, cols, false);
+      PackedQuant p2 = g > 0 ? PackGroup(w2.data(), rows + 4, cols, 4, g)
+                             : PackInt8Rows(w2.data(), rows + 4, cols, false);
       for (int64_t n : {1, 3, 16, 70}) {  // 70: more than one token block of the kernel
         std::normal_distribution<float> nd(0.0f, 1.0f);
         std::vector<float> x(static_cast<size_t>(n * cols));
         for (auto& v : x) v = nd(rng);
         const bool shareable = ActCacheReserve(p1.view, x.data(), n, &cache);
-        EXPECT_EQ(shareable, GemmUsesQuant4A8(p1.view.format));
+        EXPECT_EQ(shareable,
+                  GemmUsesQuant4A8(p1.view.format) || QuantUsesA16(p1.view.format));
         // Filled in two uneven token ranges, as the engine's threads do.
         ActCacheFill(0, n / 3, &cache);
         ActCacheFill(n / 3, n, &cache);
@@ -348,31 +358,127 @@ TEST(QuantTest, SharedActivationsMatchPerCallQuantization) {
     Gemm(g128.view, x.data(), n, got.data(), rows, 0, rows, &cache);
     EXPECT_EQ(got, want);
   }
-  // Per-row int8 and 3-bit codes have no shared activations.
+  // A cache of the W4A8 layout is not read by per-row int8 (A16) over the same x, nor the
+  // reverse; 3-bit codes have no shared activations.
   PackedQuant i8 = PackInt8Rows(w.data(), rows, cols, false);
   PackedQuant i3 = PackGroup(w.data(), rows, cols, 3, 64);
-  EXPECT_FALSE(ActCacheReserve(i8.view, x.data(), n, &cache));
+  for (const auto& [built, used] : {std::pair<const PackedQuant*, const PackedQuant*>{&g32, &i8},
+                                    {&i8, &g32}}) {
+    if (!ActCacheReserve(built->view, x.data(), n, &cache)) continue;
+    ActCacheFill(0, n, &cache);
+    std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size());
+    Gemm(used->view, x.data(), n, want.data(), rows, 0, rows);
+    Gemm(used->view, x.data(), n, got.data(), rows, 0, rows, &cache);
+    EXPECT_EQ(got, want);
+  }
+  EXPECT_EQ(ActCacheReserve(i8.view, x.data(), n, &cache), QuantUsesA16(i8.view.format));
   EXPECT_FALSE(ActCacheReserve(i3.view, x.data(), n, &cache));
   EXPECT_EQ(cache.kind, ActCache::kNone);
 }
 
-TEST(QuantTest, BatchInvariance) {
-  std::mt19937 rng(5);
-  const int64_t rows = 37, cols = 320;
-  const auto w = RandomMatrix(rows, cols, rng);
-  for (const Case& c : Cases()) {
-    PackedQuant p = c.pack(w.data(), rows, cols);
+// The A16 definition against the fp32 product: only the rounding of each activation to its
+// block's int16 grid differs, at most s/2 per column, so |y_a16 - y| <= row_scale *
+// sum_c |code_c| * s_block(c) / 2 (plus float rounding of the sums).
+TEST(QuantTest, W8A16RefWithinActivationRoundingBound) {
+  std::mt19937 rng(21);
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{5, 172}, {4, 2048 + 64}}) {
+    const auto w = RandomMatrix(rows, cols, rng, 8.0f);
+    PackedQuant p = PackInt8Rows(w.data(), rows, cols, false);
+    const int64_t n = 3, cp = QuantPaddedCols(p.view.format, cols);
     std::normal_distribution<float> nd(0.0f, 1.0f);
-    const int64_t n = 16;
     std::vector<float> x(static_cast<size_t>(n * cols));
     for (auto& v : x) v = nd(rng);
-    std::vector<float> all(static_cast<size_t>(n * rows));
-    Gemm(p.view, x.data(), n, all.data(), rows, 0, rows);
+    x[7] = 40.0f;  // an outlier: its block's scale is coarser
+    std::vector<float> a16(static_cast<size_t>(n * rows)), fp(a16.size());
+    GemmQuant8A16Ref(p.view, x.data(), n, a16.data(), rows, 0, rows);
+    GemmRef(p.view, x.data(), n, fp.data(), rows, 0, rows);
+    const auto* codes = static_cast<const int8_t*>(p.view.data);
+    const auto* rs = static_cast<const float*>(p.view.aux[0]);
+    double worst = 0;
     for (int64_t t = 0; t < n; ++t) {
-      std::vector<float> one(static_cast<size_t>(rows));
-      Gemm(p.view, x.data() + t * cols, 1, one.data(), rows, 0, rows);
       for (int64_t r = 0; r < rows; ++r) {
-        ASSERT_EQ(one[r], all[t * rows + r]) << c.name << " t=" << t << " r=" << r;
+        double bound = 0, mag = 0;
+        for (int64_t b0 = 0; b0 < cols; b0 += kA16Block) {
+          const int64_t b1 = std::min(cols, b0 + kA16Block);
+          float amax = 0;
+          for (int64_t c = b0; c < b1; ++c) amax = std::max(amax, std::fabs(x[t * cols + c]));
+          for (int64_t c = b0; c < b1; ++c) {
+            bound += std::abs(codes[r * cp + c]) * rs[r] * (amax / 32767.0) / 2;
+            mag += std::abs(codes[r * cp + c]) * rs[r] * std::fabs(x[t * cols + c]);
+          }
+        }
+        const double err = std::fabs(double(a16[t * rows + r]) - fp[t * rows + r]);
+        EXPECT_LE(err, bound + 1e-5 * mag) << rows << "x" << cols << " t=" << t << " r=" << r;
+        worst = std::max(worst, err / (bound + 1e-30));
+      }
+    }
+    EXPECT_GT(worst, 1e-3) << "the bound is far from tight: is the rounding modelled?";
+  }
+}
+
+// GemmQuant8A16Avx512 against its definition, over ragged shapes, long rows (several
+// activation blocks, and rows beyond the decode prefetch's tile size), every tile shape
+// and sub-ranges of rows.
+TEST(QuantTest, W8A16KernelMatchesItsReference) {
+  const CpuFeatures& f = GetCpuFeatures();
+  if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni)) {
+    GTEST_SKIP() << "CPU lacks AVX-512 VNNI";
+  }
+  std::mt19937 rng(22);
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{7, 64}, {9, 600}, {17, 2048 + 32},
+                            {9, 8192 + 40}}) {
+    const auto w = RandomMatrix(rows, cols, rng, 8.0f);
+    PackedQuant p = PackInt8Rows(w.data(), rows, cols, false);
+    for (int64_t n : {1, 2, 5, 16, 65}) {
+      std::normal_distribution<float> nd(0.0f, 1.0f);
+      std::vector<float> x(static_cast<size_t>(n * cols));
+      for (auto& v : x) v = nd(rng);
+      const int64_t ldy = rows + 1;
+      std::vector<float> want(static_cast<size_t>(n * ldy), -7.0f), got = want, part = want;
+      GemmQuant8A16Ref(p.view, x.data(), n, want.data(), ldy, 0, rows);
+      GemmQuant8A16Avx512(p.view, x.data(), n, got.data(), ldy, 0, rows);
+      GemmQuant8A16Avx512(p.view, x.data(), n, part.data(), ldy, 1, rows);
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t r = 0; r < ldy; ++r) {
+          const size_t i = t * ldy + r;
+          if (r == rows) {
+            EXPECT_EQ(got[i], -7.0f);
+            continue;
+          }
+          double mag = 0;
+          for (int64_t c = 0; c < cols; ++c) mag += std::fabs(w[r * cols + c] * x[t * cols + c]);
+          ASSERT_NEAR(got[i], want[i], 2e-6 * mag + 1e-6)
+              << rows << "x" << cols << " n=" << n << " t=" << t << " r=" << r;
+          if (r >= 1) {
+            EXPECT_EQ(part[i], got[i]) << "row range changed the result";
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantTest, BatchInvariance) {
+  std::mt19937 rng(5);
+  // 320 columns: 2.5 W4A8 blocks; 1152: nine (several group windows, longer rows).
+  for (const int64_t cols : {int64_t{320}, int64_t{1152}}) {
+    const int64_t rows = 37;
+    const auto w = RandomMatrix(rows, cols, rng);
+    for (const Case& c : Cases()) {
+      PackedQuant p = c.pack(w.data(), rows, cols);
+      std::normal_distribution<float> nd(0.0f, 1.0f);
+      const int64_t n = 16;
+      std::vector<float> x(static_cast<size_t>(n * cols));
+      for (auto& v : x) v = nd(rng);
+      std::vector<float> all(static_cast<size_t>(n * rows));
+      Gemm(p.view, x.data(), n, all.data(), rows, 0, rows);
+      for (int64_t t = 0; t < n; ++t) {
+        std::vector<float> one(static_cast<size_t>(rows));
+        Gemm(p.view, x.data() + t * cols, 1, one.data(), rows, 0, rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          ASSERT_EQ(one[r], all[t * rows + r])
+              << c.name << " cols=" << cols << " t=" << t << " r=" << r;
+        }
       }
     }
   }

@@ -33,7 +33,7 @@ void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ld
 // and cols), and otherwise quantizes x itself: results are identical either way.
 struct ActCache {
   // The activation layout ActCacheReserve chose (each kernel's own order), or kNone: empty.
-  enum Kind { kNone = 0, kQuant4A8 = 1, kGgufQ4_0 = 2, kGgufQ8_0 = 3 };
+  enum Kind { kNone = 0, kQuant4A8 = 1, kGgufQ4_0 = 2, kGgufQ8_0 = 3, kQuant8A16 = 4 };
   int kind = kNone;
   const float* x = nullptr;
   int64_t n = 0, cols = 0, cols_pad = 0, group = 0;
@@ -41,6 +41,7 @@ struct ActCache {
   std::vector<int8_t> q;
   std::vector<float> s, sum;
   std::vector<int32_t> c;
+  std::vector<int16_t> q16;  // kQuant8A16: int16 activations
   void Clear() {
     kind = kNone;
     x = nullptr;

@@ -165,8 +165,8 @@ bool QuantSupports(const WeightFormat& f);
 // A8 paths (W4A8, W8A8-chunk): on AVX-512 VNNI, 4-bit and 8-bit group formats (kGroup,
 // bits 4 or 8, group size >= 32) multiply the codes with int8 activations (vpdpbusd), so
 // their product is defined with quantized activations (GemmQuant8A8Avx512 also computes
-// per-row int8 this way when called directly, but Gemm() keeps kInt8Row exact: see
-// QuantUsesA8): each token's x is split in 32-column chunks (the code
+// per-row int8 this way when called directly, but Gemm() runs kInt8Row through the A16 path
+// below: see QuantUsesA8): each token's x is split in 32-column chunks (the code
 // chunks) and each chunk is rounded to int8 with its own scale s = amax/127 (q =
 // round-half-even(x * 127/amax), x^ = q * s). Then y = sum_c w_c x^_c, with w_c exactly as
 // DequantizeRows defines it (code * scale + min per group; code * row scale for kInt8Row).
@@ -191,6 +191,27 @@ bool GemmUsesQuant4A8(const WeightFormat& f);
 // ActCache layout of GemmQuant4A8Avx512 (gemm.h): sizing and filling.
 void Quant4A8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c);
 void Quant4A8ActsFill(int64_t t_begin, int64_t t_end, ActCache* c);
+// A16 path (W8A16): on AVX-512 VNNI, per-row int8 (kInt8Row, the `int8` preset) multiplies
+// its s8 codes with int16 activations (vpdpwssd). Each token's x is split in kA16Block-column
+// blocks, each rounded with its own scale s = amax/32767 (q = round-half-even(x * 32767/amax)
+// clamped to +-32767, x^ = q * s); y = row_scale * sum_c code_c x^_c. The activation rounding
+// adds at most sum_c |w_c| s_block(c) / 2, ~256x less than int8 activations.
+constexpr int64_t kA16Block = 256;
+// True when Gemm() takes the A16 path for f on this CPU (AVX-512 + VNNI, not capped below).
+bool QuantUsesA16(const WeightFormat& f);
+// Scalar definition of the A16 product (oracle of GemmQuant8A16Avx512), in double.
+void GemmQuant8A16Ref(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
+                      int64_t row_begin, int64_t row_end);
+void GemmQuant8A16Avx512(const PackedWeight& w, const float* x, int64_t n, float* y,
+                         int64_t ldy, int64_t row_begin, int64_t row_end);
+// The same with `acts` prepared by ActCacheReserve/ActCacheFill (used when they match x, n
+// and the padded width; otherwise quantized here), or nullptr.
+void GemmQuant8A16Avx512Acts(const PackedWeight& w, const float* x, int64_t n, float* y,
+                             int64_t ldy, int64_t row_begin, int64_t row_end,
+                             const ActCache* acts);
+// ActCache layout of GemmQuant8A16Avx512 (gemm.h): sizing and filling.
+void Quant8A16ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c);
+void Quant8A16ActsFill(int64_t t_begin, int64_t t_end, ActCache* c);
 // 8-bit group codes (u8) and kInt8Row (s8) (quant_gemm_8a8_avx512.cc).
 void GemmQuant8A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                         int64_t row_begin, int64_t row_end);
