@@ -38,7 +38,8 @@ bool QuantUsesA8(const WeightFormat& f) {
   switch (static_cast<QuantVariant>(f.variant)) {
     case QuantVariant::kGroup:
       // Group 16 splits a 32-column chunk in two groups: the float path keeps it.
-      return (f.bits == 4 || f.bits == 8) && f.group_size >= kQuantChunk;
+      return (f.bits == 2 || f.bits == 3 || f.bits == 4 || f.bits == 8) &&
+             f.group_size >= kQuantChunk;
     // Per-row int8 (the `int8` preset) takes the A16 path instead (QuantUsesA16): with int8
     // activations its KL on kdocs-7m rose from 0.000022 to 0.000051 (issue #4 notes);
     // GemmQuant8A8Avx512 still computes it, tested, when called.

@@ -1,5 +1,7 @@
 // W8A8-chunk GEMM/GEMV for 8-bit group formats (u8 codes, fp16 scale + min per group) and
-// per-row int8 (kInt8Row: s8 codes, fp32 row scale) with AVX-512 VNNI. Definition: quant.h,
+// per-row int8 (kInt8Row: s8 codes, fp32 row scale) with AVX-512 VNNI; 3- and 2-bit group
+// codes take the same kernel, unpacked to u8 per 64-column block (LoadBlock: ~5 ops per 64
+// weights, where the float path spent ~15 per 32: int3-g64 GEMV 2.7x, docs/BENCHMARKS.md). Definition: quant.h,
 // QuantUsesA8; scalar oracle: GemmQuantA8Ref (quant_a8_ref.cc).
 //
 // Why: decoding 8-bit codes to fp32 (widen, convert, FMA per 16 weights) made the float path
@@ -94,8 +96,38 @@ void PrepareActs(const float* x, int64_t n, int64_t cols, bool row, int chunk_sh
   }
 }
 
+// One 64-column block of codes as 64 u8 values in column order. 8-bit: the 64 bytes.
+// 3-/2-bit (the float path's layout, quant.h): per 32-column chunk, 8 bytes hold the low two
+// bits of value j at byte j % 8, bits 2 (j / 8); 3-bit adds 4 bytes with bit j = value j's
+// third bit. Each chunk's 8 bytes go to 4 qwords, shifted right by 0/2/4/6 and masked.
+template <int BITS>
+inline __m512i LoadBlock(const uint8_t* codes, int64_t b) {
+  if constexpr (BITS == 8) {
+    return _mm512_loadu_si512(codes + b * kBlock);
+  } else {
+    constexpr int64_t cb = BITS == 3 ? 12 : 8;  // bytes per chunk
+    const uint8_t* p = codes + b * 2 * cb;
+    uint64_t l0, l1;
+    std::memcpy(&l0, p, 8);
+    std::memcpy(&l1, p + cb, 8);
+    const __m512i v = _mm512_permutexvar_epi64(
+        _mm512_set_epi64(1, 1, 1, 1, 0, 0, 0, 0),
+        _mm512_castsi128_si512(_mm_set_epi64x(static_cast<long long>(l1), static_cast<long long>(l0))));
+    __m512i q = _mm512_and_si512(_mm512_srlv_epi64(v, _mm512_set_epi64(6, 4, 2, 0, 6, 4, 2, 0)),
+                                 _mm512_set1_epi8(3));
+    if constexpr (BITS == 3) {
+      uint32_t h0, h1;
+      std::memcpy(&h0, p + 8, 4);
+      std::memcpy(&h1, p + cb + 8, 4);
+      const __mmask64 hm = static_cast<__mmask64>(h0) | (static_cast<__mmask64>(h1) << 32);
+      q = _mm512_mask_add_epi8(q, hm, q, _mm512_set1_epi8(4));
+    }
+    return q;
+  }
+}
+
 // out[r][t] = row r . token t for R rows x T tokens (before the row scale of kRow).
-template <Mode M, int R, int T>
+template <int BITS, Mode M, int R, int T>
 void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int chunk_shift,
           const Acts& a, float (*out)[kMaxT]) {
   NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end, R * a.row_bytes);  // the rows after the tile
@@ -132,10 +164,10 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
       if constexpr (M == Mode::kGroup32) {
         idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(2 * (b - b0))), lane_chunk);
       }
-      pf.Step<R * kBlock>();
+      pf.Step<R * BITS * 8>();
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        wv[r] = _mm512_loadu_si512(codes[r] + b * kBlock);
+        wv[r] = LoadBlock<BITS>(codes[r], b);
         if constexpr (M == Mode::kRow) wv[r] = _mm512_xor_si512(wv[r], flip);
         if constexpr (M == Mode::kGroupWide) {
           dl[r] = _mm512_set1_ps(dsc[r][((2 * b) >> chunk_shift) - 16 * win]);
@@ -171,7 +203,7 @@ struct RowSet {
 };
 
 // R rows over tokens [0, n) of `a`, in tiles of R rows x up to kMaxT tokens (1 when R > 2).
-template <Mode M, int R>
+template <int BITS, Mode M, int R>
 void RowsAllTokens(const RowSet& rset, int64_t ng, int chunk_shift, const Acts& a, int64_t n,
                    float* y, int64_t ldy) {
   for (int64_t t = 0; t < n;) {
@@ -186,15 +218,15 @@ void RowsAllTokens(const RowSet& rset, int64_t ng, int chunk_shift, const Acts& 
     float o[R][kMaxT];
     const int tt = static_cast<int>(std::min<int64_t>(R > 2 ? 1 : kMaxT, n - t));
     if constexpr (R > 2) {
-      Tile<M, R, 1>(rset.codes, rset.gs, ng, chunk_shift, at, o);
+      Tile<BITS, M, R, 1>(rset.codes, rset.gs, ng, chunk_shift, at, o);
     } else {
       switch (tt) {
-        case 1: Tile<M, R, 1>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
-        case 2: Tile<M, R, 2>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
-        case 3: Tile<M, R, 3>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
-        case 4: Tile<M, R, 4>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
-        case 5: Tile<M, R, 5>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
-        default: Tile<M, R, 6>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 1: Tile<BITS, M, R, 1>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 2: Tile<BITS, M, R, 2>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 3: Tile<BITS, M, R, 3>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 4: Tile<BITS, M, R, 4>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 5: Tile<BITS, M, R, 5>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        default: Tile<BITS, M, R, 6>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
       }
     }
     for (int r = 0; r < R; ++r) {
@@ -212,14 +244,14 @@ int Log2(int64_t v) {
   return s;
 }
 
-template <Mode M>
+template <int BITS, Mode M>
 void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
          int64_t row_begin, int64_t row_end) {
   const WeightFormat& f = w.format;
   const int64_t cols = w.cols, cp = QuantPaddedCols(f, cols);
   const int64_t ng = M == Mode::kRow ? 1 : cp / f.group_size;
   const int chunk_shift = M == Mode::kRow ? 0 : Log2(f.group_size) - 5;
-  const int64_t row_bytes = cp;
+  const int64_t row_bytes = cp / kQuantChunk * (BITS * 4);
   const auto* base = static_cast<const uint8_t*>(w.data);
   const auto* scales = static_cast<const GroupScale*>(w.aux[0]);
   const auto* row_scales = static_cast<const float*>(w.aux[0]);
@@ -276,11 +308,11 @@ void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy
           }
           float* yr = yt + t * ldy;
           if (nr == 4) {
-            RowsAllTokens<M, 4>(rs, ng, chunk_shift, at, tn, yr, ldy);
+            RowsAllTokens<BITS, M, 4>(rs, ng, chunk_shift, at, tn, yr, ldy);
           } else if (nr >= 2) {
-            RowsAllTokens<M, 2>(rs, ng, chunk_shift, at, tn, yr, ldy);
+            RowsAllTokens<BITS, M, 2>(rs, ng, chunk_shift, at, tn, yr, ldy);
           } else {
-            RowsAllTokens<M, 1>(rs, ng, chunk_shift, at, tn, yr, ldy);
+            RowsAllTokens<BITS, M, 1>(rs, ng, chunk_shift, at, tn, yr, ldy);
           }
           r += nr >= 4 ? 4 : nr >= 2 ? 2 : 1;
         }
@@ -295,12 +327,22 @@ void GemmQuant8A8Avx512(const PackedWeight& w, const float* x, int64_t n, float*
                         int64_t row_begin, int64_t row_end) {
   if (n <= 0 || row_begin >= row_end) return;
   if (static_cast<QuantVariant>(w.format.variant) == QuantVariant::kInt8Row) {
-    return Run<Mode::kRow>(w, x, n, y, ldy, row_begin, row_end);
+    return Run<8, Mode::kRow>(w, x, n, y, ldy, row_begin, row_end);
   }
-  if (w.format.group_size == kQuantChunk) {
-    return Run<Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end);
+  const bool g32 = w.format.group_size == kQuantChunk;
+  switch (w.format.bits) {
+    case 8:
+      return g32 ? Run<8, Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end)
+                 : Run<8, Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end);
+    case 3:
+      return g32 ? Run<3, Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end)
+                 : Run<3, Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end);
+    case 2:
+      return g32 ? Run<2, Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end)
+                 : Run<2, Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end);
+    default:
+      return;
   }
-  Run<Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end);
 }
 
 }  // namespace compressd::kernels

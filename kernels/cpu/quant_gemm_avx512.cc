@@ -6,8 +6,8 @@
 // group) and multiplied into an R-rows x T-tokens tile of accumulators. Each decoded weight
 // vector is reused by T tokens, each activation vector by R rows.
 // On a CPU with VNNI, 4-bit group codes go to the W4A8 kernel (quant_gemm_a8_avx512.cc),
-// 8-bit group codes to the W8A8-chunk kernel (quant_gemm_8a8_avx512.cc); this float path
-// remains for CPUs without VNNI and group 16 (per-row int8 takes the A16 path, QuantUsesA16).
+// 8-, 3- and 2-bit group codes to the W8A8-chunk kernel (quant_gemm_8a8_avx512.cc); this float path
+// remains for CPUs without VNNI, group 16 (SpQR), MixLLM rows (per-row int8: A16, QuantUsesA16).
 // W8A8 / LLM.int8: activations are quantized per token to int8 (stored as u8 = q + 128) and
 // multiplied with vpdpbusd; the +128 offset is removed with the row's code sum.
 //
@@ -396,7 +396,7 @@ void GemmQuantAvx512(const PackedWeight& w, const float* x, int64_t n, float* y,
     if (group_a8 && w.format.bits == 4) {
       return GemmQuant4A8Avx512(w, x, n, y, ldy, row_begin, row_end);
     }
-    if (group_a8 && w.format.bits == 8) {
+    if (group_a8 && (w.format.bits == 8 || w.format.bits == 3 || w.format.bits == 2)) {
       return GemmQuant8A8Avx512(w, x, n, y, ldy, row_begin, row_end);
     }
   }

@@ -27,13 +27,16 @@ std::vector<float> Normal(int64_t count, float sd, std::mt19937& rng) {
 struct Fmt {
   std::string name;
   int group;  // 0: per-row int8 (kInt8Row); < 0: 4-bit group -group (invariance test)
+  int bits = 8;  // group formats: code width (3- and 2-bit codes share this kernel)
 };
-const Fmt kFmts[] = {{"int8-row", 0}, {"int8-g32", 32}, {"int8-g64", 64},
-                     {"int8-g128", 128}, {"int8-g256", 256}};
+const Fmt kFmts[] = {{"int8-row", 0},      {"int8-g32", 32},     {"int8-g64", 64},
+                     {"int8-g128", 128},   {"int8-g256", 256},   {"int3-g32", 32, 3},
+                     {"int3-g64", 64, 3},  {"int3-g128", 128, 3}, {"int2-g32", 32, 2},
+                     {"int2-g64", 64, 2}};
 
 PackedQuant Pack(const Fmt& f, const std::vector<float>& w, int64_t rows, int64_t cols) {
   if (f.group == 0) return PackInt8Rows(w.data(), rows, cols, false);
-  return PackGroup(w.data(), rows, cols, 8, f.group);
+  return PackGroup(w.data(), rows, cols, f.bits, f.group);
 }
 
 bool HasVnni() {

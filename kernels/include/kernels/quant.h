@@ -162,8 +162,8 @@ void GemmQuantAvx512(const PackedWeight& w, const float* x, int64_t n, float* y,
                      int64_t row_begin, int64_t row_end);
 bool QuantSupports(const WeightFormat& f);
 
-// A8 paths (W4A8, W8A8-chunk): on AVX-512 VNNI, 4-bit and 8-bit group formats (kGroup,
-// bits 4 or 8, group size >= 32) multiply the codes with int8 activations (vpdpbusd), so
+// A8 paths (W4A8, W8A8-chunk): on AVX-512 VNNI, group formats (kGroup, bits 2, 3, 4 or 8,
+// group size >= 32) multiply the codes with int8 activations (vpdpbusd), so
 // their product is defined with quantized activations (GemmQuant8A8Avx512 also computes
 // per-row int8 this way when called directly, but Gemm() runs kInt8Row through the A16 path
 // below: see QuantUsesA8): each token's x is split in 32-column chunks (the code
@@ -212,7 +212,7 @@ void GemmQuant8A16Avx512Acts(const PackedWeight& w, const float* x, int64_t n, f
 // ActCache layout of GemmQuant8A16Avx512 (gemm.h): sizing and filling.
 void Quant8A16ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c);
 void Quant8A16ActsFill(int64_t t_begin, int64_t t_end, ActCache* c);
-// 8-bit group codes (u8) and kInt8Row (s8) (quant_gemm_8a8_avx512.cc).
+// 8-, 3- and 2-bit group codes and kInt8Row (s8) (quant_gemm_8a8_avx512.cc).
 void GemmQuant8A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                         int64_t row_begin, int64_t row_end);
 void DequantizeQuantRows(const PackedWeight& w, int64_t row_begin, int64_t row_end, float* out);
