@@ -77,6 +77,10 @@ bool ActCacheReserve(const PackedWeight& w, const float* x, int64_t n, ActCache*
     Quant8A16ActsReserve(w, x, n, c);
     return true;
   }
+  if (GemmUsesQuant8A8(w.format)) {
+    Quant8A8ActsReserve(w, x, n, c);
+    return true;
+  }
   return false;
 }
 
@@ -84,6 +88,7 @@ void ActCacheFill(int64_t t_begin, int64_t t_end, ActCache* c) {
   if (c->kind == ActCache::kNone) return;
   if (c->kind == ActCache::kQuant4A8) return Quant4A8ActsFill(t_begin, t_end, c);
   if (c->kind == ActCache::kQuant8A16) return Quant8A16ActsFill(t_begin, t_end, c);
+  if (c->kind == ActCache::kQuant8A8) return Quant8A8ActsFill(t_begin, t_end, c);
   GgufA8ActsFill(t_begin, t_end, c);
 }
 
@@ -98,6 +103,9 @@ void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ld
     }
     if (QuantUsesA16(w.format)) {
       return GemmQuant8A16Avx512Acts(w, x, n, y, ldy, row_begin, row_end, acts);
+    }
+    if (GemmUsesQuant8A8(w.format)) {
+      return GemmQuant8A8Avx512Acts(w, x, n, y, ldy, row_begin, row_end, acts);
     }
   }
   Gemm(w, x, n, y, ldy, row_begin, row_end);

@@ -91,6 +91,11 @@ void GemmQuant8A16Ref(const PackedWeight& w, const float* x, int64_t n, float* y
   }
 }
 
+bool GemmUsesQuant8A8(const WeightFormat& f) {
+  return QuantUsesA8(f) && static_cast<QuantVariant>(f.variant) == QuantVariant::kGroup &&
+         f.bits != 4;
+}
+
 bool GemmUsesQuant4A8(const WeightFormat& f) {
   return QuantUsesA8(f) && static_cast<QuantVariant>(f.variant) == QuantVariant::kGroup &&
          f.bits == 4;

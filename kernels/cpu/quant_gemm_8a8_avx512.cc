@@ -35,6 +35,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "kernels/quant.h"
 #include "kernels/quant_a8_avx512.h"
 #include "stream_prefetch_inl.h"
@@ -246,7 +247,7 @@ int Log2(int64_t v) {
 
 template <int BITS, Mode M>
 void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
-         int64_t row_begin, int64_t row_end) {
+         int64_t row_begin, int64_t row_end, const ActCache* acts) {
   const WeightFormat& f = w.format;
   const int64_t cols = w.cols, cp = QuantPaddedCols(f, cols);
   const int64_t ng = M == Mode::kRow ? 1 : cp / f.group_size;
@@ -259,26 +260,39 @@ void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy
   Acts a;
   a.nb = cp / kBlock;
   a.ngp = (ng + 15) / 16 * 16;
+  // Group formats: activations prepared once for this x (ActCache), or quantized here per
+  // token block.
+  const bool shared = M != Mode::kRow && acts != nullptr &&
+                      acts->kind == ActCache::kQuant8A8 && acts->x == x && acts->n == n &&
+                      acts->cols == cols && acts->cols_pad == cp && acts->group == f.group_size;
   const int64_t tb = std::min(n, kTokenBlock);
   thread_local std::vector<int8_t> qbuf;
   thread_local std::vector<float> sbuf;
   thread_local std::vector<int32_t> biasbuf;
   thread_local std::vector<float> sumbuf;
-  qbuf.resize(static_cast<size_t>(tb * a.nb * kBlock));
-  sbuf.resize(static_cast<size_t>(tb * a.nb * 16));
-  biasbuf.resize(static_cast<size_t>(M == Mode::kRow ? tb * a.nb * 16 : 0));
-  sumbuf.resize(static_cast<size_t>(M == Mode::kRow ? 0 : tb * a.ngp));
-  a.q = qbuf.data();
-  a.s = sbuf.data();
+  if (!shared) {
+    qbuf.resize(static_cast<size_t>(tb * a.nb * kBlock));
+    sbuf.resize(static_cast<size_t>(tb * a.nb * 16));
+    biasbuf.resize(static_cast<size_t>(M == Mode::kRow ? tb * a.nb * 16 : 0));
+    sumbuf.resize(static_cast<size_t>(M == Mode::kRow ? 0 : tb * a.ngp));
+  }
   a.bias = biasbuf.data();
-  a.sum = sumbuf.data();
   a.row_bytes = row_bytes;
   a.end = base + row_end * row_bytes;
 
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n - t0);
-    PrepareActs(x + t0 * cols, nt, cols, M == Mode::kRow, chunk_shift, qbuf.data(), sbuf.data(),
-                biasbuf.data(), sumbuf.data(), a.nb, a.ngp);
+    if (shared) {
+      a.q = acts->q.data() + t0 * acts->q_stride;
+      a.s = acts->s.data() + t0 * acts->s_stride;
+      a.sum = acts->sum.data() + t0 * acts->sum_stride;
+    } else {
+      PrepareActs(x + t0 * cols, nt, cols, M == Mode::kRow, chunk_shift, qbuf.data(),
+                  sbuf.data(), biasbuf.data(), sumbuf.data(), a.nb, a.ngp);
+      a.q = qbuf.data();
+      a.s = sbuf.data();
+      a.sum = sumbuf.data();
+    }
     float* yt = y + t0 * ldy;
     // Decode (nt == 1): 4 rows per tile. Batches: 2 rows x up to 6 tokens, panel by panel so
     // that a panel's codes (~64 KiB) stay in L2 while each group of kMaxT tokens sweeps it.
@@ -323,23 +337,55 @@ void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy
 
 }  // namespace
 
+void Quant8A8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c) {
+  const WeightFormat& f = w.format;
+  const int64_t cp = QuantPaddedCols(f, w.cols);
+  const int64_t nb = cp / kBlock, ngp = (cp / f.group_size + 15) / 16 * 16;
+  c->kind = ActCache::kQuant8A8;
+  c->x = x;
+  c->n = n;
+  c->cols = w.cols;
+  c->cols_pad = cp;
+  c->group = f.group_size;
+  c->q_stride = nb * kBlock;
+  c->s_stride = nb * 16;
+  c->sum_stride = ngp;
+  c->q.resize(static_cast<size_t>(n * c->q_stride));
+  c->s.resize(static_cast<size_t>(n * c->s_stride));
+  c->sum.resize(static_cast<size_t>(n * c->sum_stride));
+}
+
+void Quant8A8ActsFill(int64_t t_begin, int64_t t_end, ActCache* c) {
+  if (c->kind != ActCache::kQuant8A8 || t_begin >= t_end) return;
+  PrepareActs(c->x + t_begin * c->cols, t_end - t_begin, c->cols, /*row=*/false,
+              Log2(c->group) - 5, c->q.data() + t_begin * c->q_stride,
+              c->s.data() + t_begin * c->s_stride, nullptr,
+              c->sum.data() + t_begin * c->sum_stride, c->q_stride / kBlock, c->sum_stride);
+}
+
 void GemmQuant8A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                         int64_t row_begin, int64_t row_end) {
+  GemmQuant8A8Avx512Acts(w, x, n, y, ldy, row_begin, row_end, nullptr);
+}
+
+void GemmQuant8A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, float* y,
+                            int64_t ldy, int64_t row_begin, int64_t row_end,
+                            const ActCache* acts) {
   if (n <= 0 || row_begin >= row_end) return;
   if (static_cast<QuantVariant>(w.format.variant) == QuantVariant::kInt8Row) {
-    return Run<8, Mode::kRow>(w, x, n, y, ldy, row_begin, row_end);
+    return Run<8, Mode::kRow>(w, x, n, y, ldy, row_begin, row_end, nullptr);
   }
   const bool g32 = w.format.group_size == kQuantChunk;
   switch (w.format.bits) {
     case 8:
-      return g32 ? Run<8, Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end)
-                 : Run<8, Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end);
+      return g32 ? Run<8, Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end, acts)
+                 : Run<8, Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end, acts);
     case 3:
-      return g32 ? Run<3, Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end)
-                 : Run<3, Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end);
+      return g32 ? Run<3, Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end, acts)
+                 : Run<3, Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end, acts);
     case 2:
-      return g32 ? Run<2, Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end)
-                 : Run<2, Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end);
+      return g32 ? Run<2, Mode::kGroup32>(w, x, n, y, ldy, row_begin, row_end, acts)
+                 : Run<2, Mode::kGroupWide>(w, x, n, y, ldy, row_begin, row_end, acts);
     default:
       return;
   }

@@ -290,21 +290,23 @@ TEST(QuantTest, W4A8KernelMatchesItsReference) {
 TEST(QuantTest, SharedActivationsMatchPerCallQuantization) {
   std::mt19937 rng(12);
   ActCache cache;
-  // g: 4-bit group size (W4A8), or 0: per-row int8 (A16).
-  for (int g : {32, 64, 128, 0}) {
+  // {bits, group}: W4A8 groups, W8A8-chunk groups (8-, 3-, 2-bit), and {8, 0}: per-row int8
+  // (A16).
+  for (auto [bits, g] : {std::pair<int, int>{4, 32}, {4, 64}, {4, 128}, {8, 0}, {8, 128},
+                         {3, 64}, {2, 32}}) {
     for (auto [rows, cols] : {std::pair<int64_t, int64_t>{12, 64}, {9, 600}, {20, 2048 + 64}}) {
       const auto w1 = RandomMatrix(rows, cols, rng), w2 = RandomMatrix(rows + 4, cols, rng);
-      PackedQuant p1 = g > 0 ? PackGroup(w1.data(), rows, cols, 4, g)
+      PackedQuant p1 = g > 0 ? PackGroup(w1.data(), rows, cols, bits, g)
                              : PackInt8Rows(w1.data(), rows, cols, false);
-      PackedQuant p2 = g > 0 ? PackGroup(w2.data(), rows + 4, cols, 4, g)
+      PackedQuant p2 = g > 0 ? PackGroup(w2.data(), rows + 4, cols, bits, g)
                              : PackInt8Rows(w2.data(), rows + 4, cols, false);
       for (int64_t n : {1, 3, 16, 70}) {  // 70: more than one token block of the kernel
         std::normal_distribution<float> nd(0.0f, 1.0f);
         std::vector<float> x(static_cast<size_t>(n * cols));
         for (auto& v : x) v = nd(rng);
         const bool shareable = ActCacheReserve(p1.view, x.data(), n, &cache);
-        EXPECT_EQ(shareable,
-                  GemmUsesQuant4A8(p1.view.format) || QuantUsesA16(p1.view.format));
+        EXPECT_EQ(shareable, GemmUsesQuant4A8(p1.view.format) || QuantUsesA16(p1.view.format) ||
+                                 GemmUsesQuant8A8(p1.view.format));
         // Filled in two uneven token ranges, as the engine's threads do.
         ActCacheFill(0, n / 3, &cache);
         ActCacheFill(n / 3, n, &cache);
@@ -315,7 +317,7 @@ TEST(QuantTest, SharedActivationsMatchPerCallQuantization) {
           Gemm(p->view, x.data(), n, got.data(), r, 0, r / 2 / 4 * 4, &cache);
           Gemm(p->view, x.data(), n, got.data(), r, r / 2 / 4 * 4, r, &cache);
           for (size_t i = 0; i < want.size(); ++i) {
-            ASSERT_EQ(got[i], want[i]) << "g=" << g << " " << r << "x" << cols << " n=" << n
+            ASSERT_EQ(got[i], want[i]) << "bits=" << bits << " g=" << g << " " << r << "x" << cols << " n=" << n
                                        << " i=" << i;
           }
         }
@@ -358,12 +360,14 @@ TEST(QuantTest, SharedActivationsMatchPerCallQuantization) {
     Gemm(g128.view, x.data(), n, got.data(), rows, 0, rows, &cache);
     EXPECT_EQ(got, want);
   }
-  // A cache of the W4A8 layout is not read by per-row int8 (A16) over the same x, nor the
-  // reverse; 3-bit codes have no shared activations.
+  // A cache of one kernel's layout (W4A8, A16, W8A8-chunk) is not read by another over the
+  // same x; SpQR (float path) has no shared activations.
   PackedQuant i8 = PackInt8Rows(w.data(), rows, cols, false);
   PackedQuant i3 = PackGroup(w.data(), rows, cols, 3, 64);
+  PackedQuant i3g32 = PackGroup(w.data(), rows, cols, 3, 32);  // another group-sum layout
   for (const auto& [built, used] : {std::pair<const PackedQuant*, const PackedQuant*>{&g32, &i8},
-                                    {&i8, &g32}}) {
+                                    {&i8, &g32}, {&g32, &i3}, {&i3, &g32}, {&i3, &i8},
+                                    {&i3, &i3g32}}) {
     if (!ActCacheReserve(built->view, x.data(), n, &cache)) continue;
     ActCacheFill(0, n, &cache);
     std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size());
@@ -372,7 +376,9 @@ TEST(QuantTest, SharedActivationsMatchPerCallQuantization) {
     EXPECT_EQ(got, want);
   }
   EXPECT_EQ(ActCacheReserve(i8.view, x.data(), n, &cache), QuantUsesA16(i8.view.format));
-  EXPECT_FALSE(ActCacheReserve(i3.view, x.data(), n, &cache));
+  EXPECT_EQ(ActCacheReserve(i3.view, x.data(), n, &cache), GemmUsesQuant8A8(i3.view.format));
+  PackedQuant spqr = PackSpqr(w.data(), rows, cols, 3, 0.01f);  // float path: nothing shared
+  EXPECT_FALSE(ActCacheReserve(spqr.view, x.data(), n, &cache));
   EXPECT_EQ(cache.kind, ActCache::kNone);
 }
 

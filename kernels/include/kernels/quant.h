@@ -215,6 +215,15 @@ void Quant8A16ActsFill(int64_t t_begin, int64_t t_end, ActCache* c);
 // 8-, 3- and 2-bit group codes and kInt8Row (s8) (quant_gemm_8a8_avx512.cc).
 void GemmQuant8A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                         int64_t row_begin, int64_t row_end);
+// The same with `acts` (group formats; as GemmQuant4A8Avx512Acts), or nullptr.
+void GemmQuant8A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, float* y,
+                            int64_t ldy, int64_t row_begin, int64_t row_end,
+                            const ActCache* acts);
+// True when Gemm() runs w through GemmQuant8A8Avx512 on this CPU (8-, 3-, 2-bit groups).
+bool GemmUsesQuant8A8(const WeightFormat& f);
+// ActCache layout of GemmQuant8A8Avx512 for group formats: sizing and filling.
+void Quant8A8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c);
+void Quant8A8ActsFill(int64_t t_begin, int64_t t_end, ActCache* c);
 void DequantizeQuantRows(const PackedWeight& w, int64_t row_begin, int64_t row_end, float* out);
 
 // Shared helpers for the kernels (quant_common.cc).
