@@ -28,8 +28,9 @@ absl::StatusOr<LinearFactory> DenseFactory(const std::string& spec) {
       // F32/F16/BF16, and GGUF Q8_0/Q4_0 blocks (kernels/ggml_quant.h).
       // (Where a build's kernels cannot run them, GemmSupports() says no and the blocks are
       // converted to BF16 as before.)
+      // GGUF blocks are copied out of the file's pages (sparse_util.h: faster to read).
       if (t.storage == StorageType::kQ8_0 || t.storage == StorageType::kQ4_0) {
-        auto l = MakeGgufLinear(t);
+        auto l = MakeGgufLinear(t, /*copy=*/true);
         if (!l.ok() || kernels::GemmSupports(l->w.format)) return l;
       }
       const bool direct = t.storage == StorageType::kPlain &&

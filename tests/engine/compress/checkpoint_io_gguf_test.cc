@@ -43,10 +43,14 @@ TEST(GgufDirect, Q8_0AndQ4_0RunInTheirOwnFormats) {
     EXPECT_EQ((*direct)->weights.layers[0].q.format_name, want);
     EXPECT_EQ((*direct)->weights.layers[7].down.format_name, want);
     EXPECT_EQ((*direct)->weights.lm_head.format_name, want);
-    // `compressd info`'s table: the embedding group names its block format (it said "F32").
+    // The blocks are copied out of the file (sparse_util.h), so the tied embedding table reads
+    // the lm_head's copy: the model holds the table once, and `compressd info` says so.
+    EXPECT_TRUE((*direct)->weights.embed_from_lm_head) << want;
     const std::vector<Model::Group> groups = (*direct)->Groups();
     EXPECT_EQ(groups[0].name, "embeddings");
-    EXPECT_EQ(groups[0].format, want);
+    EXPECT_EQ(groups[0].format, "tied:lm_head");
+    EXPECT_EQ(groups[0].bytes, 0u);
+    EXPECT_EQ(groups[4].format, "tied:" + want);
     lo.weights = "f32";
     auto dense = LoadModel(lo);
     ASSERT_TRUE(dense.ok()) << dense.status();
