@@ -87,6 +87,7 @@ struct EngineOptions {
   std::string model;              // directory, .gguf file, or random:<shape>
   std::string weights = "auto";   // weight compression preset or recipe file (see compress/)
   int64_t weight_memory_budget = 0;  // > 0: per-layer formats chosen to fit (LoadOptions)
+  bool mmap_weights = false;      // read stored-format weights in place (LoadOptions)
   std::string kv_cache = "fp16";  // KV codec name, combinations joined with '+'
   std::string calibration_file;
   std::string device = "cpu";

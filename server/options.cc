@@ -181,6 +181,16 @@ const std::vector<OptionSpec>& Specs() {
          return absl::OkStatus();
        },
        [](const ServerOptions& o) { return std::to_string(o.engine.weight_memory_budget); }},
+      {"mmap-weights", "",
+       "read weights kept in their stored format (f32/f16/bf16 as stored, GGUF Q8_0/Q4_0, "
+       "checkpoints written by `compressd compress`) "
+       "in place from the file's mapping instead of copying them into memory the server owns: "
+       "faster load and page cache shared between processes, but decode measured 20-50% slower",
+       [](const std::string& v, ServerOptions& o) -> absl::Status {
+         ASSIGN_OR_RETURN(o.engine.mmap_weights, ParseBool("mmap-weights", v));
+         return absl::OkStatus();
+       },
+       [](const ServerOptions& o) { return std::string(o.engine.mmap_weights ? "true" : "false"); }},
       {"kv-cache", "CODEC",
        "KV cache codec: fp16, bf16, fp32 (dense); int8, int4, int2 (per-channel K, per-token V; "
        "int4:v2 = 2-bit V); gear (quantized + low-rank/outlier residuals, gear:o1%, gear+int4); "

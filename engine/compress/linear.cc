@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/core/logging.h"
+#include "engine/core/mmap_file.h"
 #include "engine/model/ggml_blocks.h"
 #include "kernels/gemm.h"
 
@@ -28,6 +29,31 @@ uint64_t Linear::bytes() const {
   if (first) b += first->bytes();
   return b;
 }
+
+namespace {
+
+// out[0..n) = the n F32/F16/BF16 values at p as fp32 (other dtypes: the caller's error).
+void PlainToF32(DType dtype, const void* p, int64_t n, float* out) {
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(out, p, static_cast<size_t>(n) * sizeof(float));
+      break;
+    case DType::kF16: {
+      const auto* h = static_cast<const uint16_t*>(p);
+      for (int64_t i = 0; i < n; ++i) out[i] = kernels::F16ToF32(h[i]);
+      break;
+    }
+    case DType::kBF16: {
+      const auto* h = static_cast<const uint16_t*>(p);
+      for (int64_t i = 0; i < n; ++i) out[i] = kernels::BF16ToF32(h[i]);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+}  // namespace
 
 absl::StatusOr<std::vector<float>> TensorToF32(const TensorView& t) {
   const int64_t n = t.numel();
@@ -56,26 +82,51 @@ absl::StatusOr<std::vector<float>> TensorToF32(const TensorView& t) {
   if (static_cast<size_t>(n) * kernels::DTypeSize(t.dtype) > t.bytes) {
     return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": data shorter than shape"));
   }
-  std::vector<float> out(static_cast<size_t>(n));
-  switch (t.dtype) {
-    case DType::kF32:
-      std::memcpy(out.data(), t.data, n * sizeof(float));
-      break;
-    case DType::kF16: {
-      const auto* p = static_cast<const uint16_t*>(t.data);
-      for (int64_t i = 0; i < n; ++i) out[i] = kernels::F16ToF32(p[i]);
-      break;
-    }
-    case DType::kBF16: {
-      const auto* p = static_cast<const uint16_t*>(t.data);
-      for (int64_t i = 0; i < n; ++i) out[i] = kernels::BF16ToF32(p[i]);
-      break;
-    }
-    default:
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "tensor %s has dtype %s; expected F32, F16 or BF16", t.name, kernels::DTypeName(t.dtype)));
+  if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor %s has dtype %s; expected F32, F16 or BF16", t.name, kernels::DTypeName(t.dtype)));
   }
+  std::vector<float> out(static_cast<size_t>(n));
+  PlainToF32(t.dtype, t.data, n, out.data());
   return out;
+}
+
+namespace {
+
+bool AllBuffersMapped(const Linear& l) {
+  bool any = false;
+  if (l.w.data != nullptr) {
+    if (!MmapFile::IsMapped(l.w.data, l.w.data_bytes)) return false;
+    any = true;
+  }
+  for (int i = 0; i < 4; ++i) {
+    if (l.w.aux[i] == nullptr) continue;
+    if (!MmapFile::IsMapped(l.w.aux[i], l.w.aux_bytes[i])) return false;
+    any = true;
+  }
+  return any && (l.first == nullptr || AllBuffersMapped(*l.first));
+}
+
+Linear CopyBuffers(const Linear& l) {
+  Linear c = l;
+  c.storage.clear();
+  auto own = [&c](const void** p, size_t bytes) {
+    if (*p == nullptr) return;
+    std::shared_ptr<const uint8_t> buf = MmapFile::CopyToOwned(*p, bytes);
+    MmapFile::ReleasePages(*p, bytes);  // read again from the file only if touched again
+    *p = buf.get();
+    c.storage.push_back(std::shared_ptr<const void>(buf, buf.get()));
+  };
+  own(&c.w.data, c.w.data_bytes);
+  for (int i = 0; i < 4; ++i) own(&c.w.aux[i], c.w.aux_bytes[i]);
+  if (l.first) c.first = std::make_shared<const Linear>(CopyBuffers(*l.first));
+  return c;
+}
+
+}  // namespace
+
+Linear OwnMappedBuffers(const Linear& l) {
+  return AllBuffersMapped(l) ? CopyBuffers(l) : l;
 }
 
 absl::StatusOr<Linear> MakeDenseLinear(const TensorView& t, DType target) {
@@ -100,10 +151,36 @@ absl::StatusOr<Linear> MakeDenseLinear(const TensorView& t, DType target) {
     l.format_name = DenseName(t.dtype);
     return l;
   }
-  ASSIGN_OR_RETURN(std::vector<float> f, TensorToF32(t));
-  const size_t n = f.size();
   l.w.format.dtype = target;
   l.format_name = DenseName(target);
+  if (plain_ok && target != DType::kF32) {
+    // 16-bit target from another plain dtype: converted a chunk at a time, so a load holds
+    // the source and the result of one tensor, not an fp32 copy of it as well (Llama-3.2-1B
+    // bf16 -> f16: peak RSS 4.15 -> 3.1 GB, docs/BENCHMARKS.md session 10).
+    const int64_t n = t.numel();
+    if (kernels::DenseBytes(t.dtype, l.w.rows, l.w.cols) > t.bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": data shorter than shape"));
+    }
+    std::shared_ptr<uint16_t[]> buf(new uint16_t[static_cast<size_t>(n)]);
+    constexpr int64_t kChunk = 1 << 14;
+    std::vector<float> f(static_cast<size_t>(std::min<int64_t>(n, kChunk)));
+    const size_t esize = kernels::DTypeSize(t.dtype);
+    for (int64_t b = 0; b < n; b += kChunk) {
+      const int64_t m = std::min<int64_t>(kChunk, n - b);
+      PlainToF32(t.dtype, static_cast<const uint8_t*>(t.data) + static_cast<size_t>(b) * esize,
+                 m, f.data());
+      uint16_t* o = buf.get() + b;
+      for (int64_t i = 0; i < m; ++i) {
+        o[i] = target == DType::kBF16 ? kernels::F32ToBF16(f[i]) : kernels::F32ToF16(f[i]);
+      }
+    }
+    l.w.data = buf.get();
+    l.w.data_bytes = static_cast<size_t>(n) * 2;
+    l.storage.push_back(std::shared_ptr<const void>(buf, buf.get()));
+    return l;
+  }
+  ASSIGN_OR_RETURN(std::vector<float> f, TensorToF32(t));
+  const size_t n = f.size();
   if (target == DType::kF32) {
     auto buf = std::make_shared<std::vector<float>>(std::move(f));
     l.w.data = buf->data();

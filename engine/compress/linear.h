@@ -35,6 +35,12 @@ struct Linear {
 // `shape` must be [rows][cols].
 absl::StatusOr<Linear> MakeDenseLinear(const TensorView& t, DType target = DType::kF32);
 
+// When every weight buffer of `l` (and of its first factor) lies in a live file mapping,
+// i.e. the Linear reads a checkpoint in place: the same Linear reading copies of those
+// buffers in memory it owns (MmapFile::CopyToOwned), holding no reference to the file; the
+// copied ranges' pages are released (MmapFile::ReleasePages). Otherwise `l` unchanged. (Why: LoadOptions::mmap_weights.)
+Linear OwnMappedBuffers(const Linear& l);
+
 // y[n][ldy] (columns [0, rows)) = x[n][cols] W^T + bias, over the pool's threads.
 void LinearForward(const Linear& l, const float* x, int64_t n, float* y, int64_t ldy,
                    ThreadPool& pool, std::vector<float>* scratch);

@@ -54,7 +54,7 @@ Linear LinearFromSparse(kernels::SparsePacked p) {
                            kernels::SparseFormatName(p.format));
 }
 
-absl::StatusOr<Linear> MakeGgufLinear(const TensorView& t, bool copy) {
+absl::StatusOr<Linear> MakeGgufLinear(const TensorView& t) {
   if (t.shape.size() != 2) {
     return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " is not a matrix"));
   }
@@ -69,16 +69,6 @@ absl::StatusOr<Linear> MakeGgufLinear(const TensorView& t, bool copy) {
   l.w.data_bytes = t.bytes >= expect ? expect : t.bytes;
   const std::string why = kernels::ValidateGgufQuant(l.w);
   if (!why.empty()) return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": ", why));
-  if (copy) {
-    // Not value-initialized: every byte is written by the copy. (2 MiB-aligned huge-page
-    // buffers loaded faster but rounded every tensor up to 2 MiB and decoded no faster.)
-    std::shared_ptr<uint8_t[]> buf(new uint8_t[l.w.data_bytes]);
-    std::memcpy(buf.get(), t.data, l.w.data_bytes);
-    l.w.data = buf.get();
-    l.storage.push_back(std::shared_ptr<const void>(buf, buf.get()));
-    MmapFile::ReleasePages(t.data, t.bytes);
-    return l;
-  }
   l.storage.push_back(t.owner);
   return l;
 }

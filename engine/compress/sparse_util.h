@@ -19,11 +19,8 @@ Linear LinearFromBuffers(const kernels::WeightFormat& f, int64_t rows, int64_t c
 // A Linear owning a sparse packed weight.
 Linear LinearFromSparse(kernels::SparsePacked p);
 
-// A GGUF Q8_0/Q4_0 tensor as a Linear reading its blocks in place (zero copy), or, with
-// `copy`, from a copy it owns; the checkpoint's pages are then released (MmapFile::
-// ReleasePages), so resident memory holds the blocks once. Serving copies: decode reads
-// anonymous memory faster than the file's page-cache pages (Llama-3.2-1B Q4_0 GGUF: 37-42 ->
-// 47-50 tok/s, docs/BENCHMARKS.md session 9).
-absl::StatusOr<Linear> MakeGgufLinear(const TensorView& t, bool copy = false);
+// A GGUF Q8_0/Q4_0 tensor as a Linear reading its blocks in place (zero copy; the loader
+// then copies them, OwnMappedBuffers in linear.h, unless LoadOptions::mmap_weights).
+absl::StatusOr<Linear> MakeGgufLinear(const TensorView& t);
 
 }  // namespace compressd

@@ -28,9 +28,8 @@ absl::StatusOr<LinearFactory> DenseFactory(const std::string& spec) {
       // F32/F16/BF16, and GGUF Q8_0/Q4_0 blocks (kernels/ggml_quant.h).
       // (Where a build's kernels cannot run them, GemmSupports() says no and the blocks are
       // converted to BF16 as before.)
-      // GGUF blocks are copied out of the file's pages (sparse_util.h: faster to read).
       if (t.storage == StorageType::kQ8_0 || t.storage == StorageType::kQ4_0) {
-        auto l = MakeGgufLinear(t, /*copy=*/true);
+        auto l = MakeGgufLinear(t);
         if (!l.ok() || kernels::GemmSupports(l->w.format)) return l;
       }
       const bool direct = t.storage == StorageType::kPlain &&
@@ -55,6 +54,14 @@ absl::StatusOr<LinearFactory> DenseFactory(const std::string& spec) {
 }
 
 }  // namespace
+
+bool LinearHoldsOwner(const Linear& l, const std::shared_ptr<const void>& owner) {
+  if (!owner) return false;
+  for (const auto& s : l.storage) {
+    if (!s.owner_before(owner) && !owner.owner_before(s)) return true;
+  }
+  return l.first != nullptr && LinearHoldsOwner(*l.first, owner);
+}
 
 void RegisterCompressionFactoryMaker(CompressionFactoryMaker maker) {
   FactoryMaker() = std::move(maker);
@@ -108,7 +115,6 @@ absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options_in) 
 
   RegisterBuiltinCompression();  // engine/compress presets/recipes (idempotent)
   LinearFactory factory;
-  bool factory_kind_compresses = false;
   auto dense = DenseFactory(options.weights);
   const auto* stored = dynamic_cast<const StoredLinearSource*>(source.get());
   const bool as_stored =
@@ -125,7 +131,6 @@ absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options_in) 
     factory = *dense;
   } else if (FactoryMaker()) {
     ASSIGN_OR_RETURN(factory, FactoryMaker()(options.weights, options, *model));
-    factory_kind_compresses = true;
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown --weights '", options.weights,
                                                    "'; known: auto, f32, f16, bf16"));
@@ -134,12 +139,17 @@ absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options_in) 
   // Count linears for progress output.
   const int total = model->config.num_hidden_layers * 7 + 1;
   int done = 0;
-  // Compressed layers own their bytes: the source pages they were made from can leave
-  // resident memory (peak RSS of a compressing load ~ compressed size + one tensor).
-  const bool compressing = factory_kind_compresses;
+  // Weights read in place from the file are copied into memory the model owns unless
+  // --mmap-weights (LoadOptions::mmap_weights: decode reads the copies faster). Then one rule
+  // for every factory: once the built Linear no longer reads the checkpoint's bytes (it holds
+  // no reference to the tensor's owner: it compressed, converted or copied them), the source
+  // pages leave resident memory. Peak RSS of such a load ~ built weights + one tensor, for
+  // compressing recipes, `--weights bf16` conversions, copies and compressed checkpoints
+  // alike; a Linear that views the file in place keeps its pages.
   LinearFactory counted = [&](const std::string& name, const TensorView& t) {
     auto r = factory(name, t);
-    if (compressing && r.ok()) MmapFile::ReleasePages(t.data, t.bytes);
+    if (r.ok() && !options.mmap_weights) *r = OwnMappedBuffers(*r);
+    if (r.ok() && !LinearHoldsOwner(*r, t.owner)) MmapFile::ReleasePages(t.data, t.bytes);
     if (options.progress) options.progress(++done, total);
     return r;
   };

@@ -22,11 +22,23 @@ struct LoadOptions {
   // weights with the least estimated error (the `budget:<bytes>` recipe, engine/compress);
   // `weights` must then be "auto" (or empty).
   uint64_t weight_memory_budget = 0;
+  // Weights the kernels read as stored (plain F32/F16/BF16 at the requested dtype, GGUF
+  // Q8_0/Q4_0 blocks) are copied out of the file's mapping into memory the model owns, and
+  // the file's pages released: decode reads such memory 20-50% faster than page-cache pages on
+  // the measured VM (Llama-3.2-1B bf16 safetensors 12.5-15.9 -> 17.6-19.0 tok/s, Q4_0 GGUF
+  // 37-42 -> 47-50; docs/BENCHMARKS.md sessions 9-10). true = read them in place instead
+  // (`--mmap-weights`): a faster load, pages shared with other processes mapping the file.
+  bool mmap_weights = false;
   // Progress: (tensors done, tensors total). May be empty.
   std::function<void(int, int)> progress;
 };
 
 absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options);
+
+// True when `l` (or the first factor of a two-GEMM format) keeps `owner` alive through its
+// storage, i.e. may still read the checkpoint bytes it was built from. LoadModel releases a
+// tensor's file pages after building it exactly when this is false.
+bool LinearHoldsOwner(const Linear& l, const std::shared_ptr<const void>& owner);
 
 // Hook for compression presets/recipes (engine/compress): returns the factory for a
 // weights spec other than auto/f32/f16/bf16, or INVALID_ARGUMENT naming the spec.
