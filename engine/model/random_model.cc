@@ -1,5 +1,6 @@
 #include "engine/model/random_model.h"
 
+#include <cstdlib>
 #include <cmath>
 #include <mutex>
 
@@ -90,7 +91,13 @@ class RandomSource : public TensorSource {
     uint64_t s = seed_ ^ std::hash<std::string>{}(name);
     t.dtype = is_norm || is_bias ? DType::kF32 : dtype_;
     const size_t es = kernels::DTypeSize(t.dtype);
-    auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[n * es]);
+    // 64-byte aligned, like every weight buffer after loading (OwnMappedBuffers,
+    // AlignBuffers): the kernels' 64-byte loads never straddle two cache lines.
+    // (new[] gave 16-byte alignment: random:llama-3.2-1b bf16 decode 18.9-19.6 vs 23.6-25.8.)
+    const size_t alloc = (static_cast<size_t>(n) * es + 63) / 64 * 64;
+    auto buf = std::shared_ptr<uint8_t[]>(static_cast<uint8_t*>(std::aligned_alloc(64, alloc)),
+                                          [](uint8_t* q) { std::free(q); });
+    if (buf == nullptr) return absl::ResourceExhaustedError("random model: out of memory for " + name);
     for (int64_t i = 0; i < n; ++i) {
       float v = 1.0f;
       if (!is_norm) {
