@@ -83,6 +83,7 @@ class EngineImpl : public Engine {
     lo.weight_memory_budget = static_cast<uint64_t>(std::max<int64_t>(0, opts_.weight_memory_budget));
     lo.calibration_file = opts_.calibration_file;
     lo.mmap_weights = opts_.mmap_weights;
+    lo.cpu_kernel_layouts = opts_.device == "cpu";
     lo.random_seed = opts_.random_seed;
     lo.threads = pool_.num_threads();
     ASSIGN_OR_RETURN(model_, LoadModel(lo));

@@ -147,6 +147,14 @@ absl::Status SaveCompressedCheckpoint(const Model& m, const std::string& out_dir
   std::vector<std::vector<float>> keep_alive;
   json linears = json::object();
   for (const auto& [name, l] : ModelLinears(m)) {
+    for (const Linear* x = l; x != nullptr; x = x->first.get()) {
+      if (x->w.format.layout != 0) {
+        // Codes in a kernel's own order (UseCpuKernelLayouts): checkpoints hold the canonical one.
+        return absl::FailedPreconditionError(absl::StrCat(
+            name, " holds its codes in a CPU kernel's order; save a model loaded without "
+            "LoadOptions::cpu_kernel_layouts (as `compressd compress` does)"));
+      }
+    }
     AddLinear(name, *l, &entries);
     linears[name] = FormatJson(*l);
     if (!l->bias.empty()) {

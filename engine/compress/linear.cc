@@ -10,6 +10,7 @@
 #include "engine/core/mmap_file.h"
 #include "engine/model/ggml_blocks.h"
 #include "kernels/gemm.h"
+#include "kernels/quant.h"
 
 namespace compressd {
 namespace {
@@ -145,6 +146,29 @@ std::shared_ptr<T> AlignedArray(size_t n) {
 }
 
 }  // namespace
+
+Linear UseCpuKernelLayouts(const Linear& l) {
+  Linear out = l;
+  if (l.first) out.first = std::make_shared<const Linear>(UseCpuKernelLayouts(*l.first));
+  const kernels::WeightFormat& f = l.w.format;
+  if (f.layout != 0 || !kernels::Quant4UsesSuperblocks(f)) return out;
+  const int64_t cp = kernels::QuantPaddedCols(f, l.w.cols);
+  if (cp < kernels::kA8Superblock || l.w.data == nullptr) return out;
+  const auto* src = static_cast<const uint8_t*>(l.w.data);
+  if (MmapFile::IsMapped(src, l.w.data_bytes)) {
+    // The file's bytes (--mmap-weights): never written; the permuted codes are a copy.
+    std::shared_ptr<uint8_t> buf = AlignedArray<uint8_t>(l.w.data_bytes);
+    kernels::PermuteQuant4Superblocks(src, buf.get(), 0, l.w.rows, cp, true);
+    out.w.data = buf.get();
+    out.storage.push_back(std::move(buf));
+  } else {
+    // Bytes this Linear owns (a pack, or a copy out of the file), not yet shared with anything.
+    auto* p = const_cast<uint8_t*>(src);
+    kernels::PermuteQuant4Superblocks(p, p, 0, l.w.rows, cp, true);
+  }
+  out.w.format.layout = kernels::kLayoutA8Superblock;
+  return out;
+}
 
 absl::StatusOr<Linear> MakeDenseLinear(const TensorView& t, DType target) {
   if (t.shape.size() != 2) {

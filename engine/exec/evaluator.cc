@@ -31,6 +31,7 @@ absl::StatusOr<Side> MakeSide(const EvalOptions& o, const std::string& weights,
   lo.weight_memory_budget = static_cast<uint64_t>(std::max<int64_t>(0, weight_budget));
   lo.calibration_file = o.calibration_file;
   lo.threads = pool->num_threads();
+  lo.cpu_kernel_layouts = true;  // evaluated on this CPU's kernels
   ASSIGN_OR_RETURN(s.model, LoadModel(lo));
   const ModelConfig& c = s.model->config;
   if (o.context > c.max_position_embeddings) {

@@ -29,6 +29,10 @@ struct LoadOptions {
   // 37-42 -> 47-50; docs/BENCHMARKS.md sessions 9-10). true = read them in place instead
   // (`--mmap-weights`): a faster load, pages shared with other processes mapping the file.
   bool mmap_weights = false;
+  // The model runs on this process's CPU kernels: weights take the order those kernels read
+  // fastest (UseCpuKernelLayouts, engine/compress/linear.h). False for `compress`/`info` and
+  // GPU devices, which keep the stored order.
+  bool cpu_kernel_layouts = false;
   // Progress: (tensors done, tensors total). May be empty.
   std::function<void(int, int)> progress;
 };

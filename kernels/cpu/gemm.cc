@@ -86,7 +86,9 @@ bool ActCacheReserve(const PackedWeight& w, const float* x, int64_t n, ActCache*
 
 void ActCacheFill(int64_t t_begin, int64_t t_end, ActCache* c) {
   if (c->kind == ActCache::kNone) return;
-  if (c->kind == ActCache::kQuant4A8) return Quant4A8ActsFill(t_begin, t_end, c);
+  if (c->kind == ActCache::kQuant4A8 || c->kind == ActCache::kQuant4A8Sb) {
+    return Quant4A8ActsFill(t_begin, t_end, c);
+  }
   if (c->kind == ActCache::kQuant8A16) return Quant8A16ActsFill(t_begin, t_end, c);
   if (c->kind == ActCache::kQuant8A8) return Quant8A8ActsFill(t_begin, t_end, c);
   GgufA8ActsFill(t_begin, t_end, c);

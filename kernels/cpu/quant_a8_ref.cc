@@ -101,6 +101,38 @@ bool GemmUsesQuant4A8(const WeightFormat& f) {
          f.bits == 4;
 }
 
+bool Quant4UsesSuperblocks(const WeightFormat& f) {
+  return GemmUsesQuant4A8(f);
+}
+
+void PermuteQuant4Superblocks(const uint8_t* src, uint8_t* dst, int64_t row_begin,
+                              int64_t row_end, int64_t cols_pad, bool to_superblocks) {
+  const int64_t row_bytes = cols_pad / kQuantChunk * 16, nsb = cols_pad / kA8Superblock;
+  uint32_t tmp[64];
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    for (int64_t s = 0; s < nsb; ++s) {
+      const int64_t off = r * row_bytes + s * 256;
+      std::memcpy(tmp, src + off, sizeof(tmp));
+      uint32_t out[64];
+      for (int l = 0; l < 16; ++l) {
+        for (int k = 0; k < 4; ++k) {
+          // canonical word 4 l + k  <->  superblock word 16 k + l
+          if (to_superblocks) {
+            out[16 * k + l] = tmp[4 * l + k];
+          } else {
+            out[4 * l + k] = tmp[16 * k + l];
+          }
+        }
+      }
+      std::memcpy(dst + off, out, sizeof(out));
+    }
+    if (src != dst) {
+      std::memcpy(dst + r * row_bytes + nsb * 256, src + r * row_bytes + nsb * 256,
+                  static_cast<size_t>(row_bytes - nsb * 256));
+    }
+  }
+}
+
 void GemmQuantA8Ref(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                      int64_t row_begin, int64_t row_end) {
   const int64_t cols = w.cols, cp = QuantPaddedCols(w.format, cols);

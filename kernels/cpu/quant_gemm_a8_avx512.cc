@@ -16,6 +16,15 @@
 // first 64 in "low nibble" order (chunk i, values 0..15 at bytes 16i..16i+15) and the next
 // 64 in "high nibble" order (values 16..31), i.e. the order of the code bytes.
 //
+// Superblock layout (WeightFormat::layout == kLayoutA8Superblock, quant.h): each row's full
+// 512-column spans (16 chunks) are stored word-transposed, so that 32-bit lane l of the k-th
+// 64-byte load holds bytes 4k..4k+3 of chunk l. Eight vpdpbusd (4 loads x low/high nibbles)
+// then sum a whole chunk in lane l, and the float work (convert, scale, FMA) is done once per
+// 512 weights instead of once per 128: ~25 vector ops per 512 weights and row instead of ~36.
+// The activations of such a span are stored in the same order (XL_k, XH_k for k = 0..3, 64
+// bytes each; lane l of the scales = chunk l). Columns after the last full span keep the
+// 128-column blocks above.
+//
 // Batch invariance: every (row, token) output is the same chain of operations whatever the
 // tile (R rows x T tokens), n or row range, so a token's result does not depend on the rest
 // of the batch. Weight tiles are decoded once per block and reused by all T tokens, which
@@ -48,6 +57,7 @@ constexpr int kMaxT = 6;             // 2 rows x 6 tokens: 12 accumulators, ~28 
 struct Acts {
   int64_t nb = 0;              // blocks per token
   int64_t ngp = 0;             // groups per token, rounded up to 16
+  int64_t nsb = 0;             // leading 512-column superblocks (0: canonical layout)
   const int8_t* q = nullptr;   // [n][nb][128], nibble order
   const float* s = nullptr;    // [n][nb][16]: lane l = scale of chunk l/4
   const float* sum = nullptr;  // [n][ngp]: sum of x^ over each group
@@ -57,7 +67,7 @@ struct Acts {
 
 // Quantizes n tokens; same arithmetic as QuantizeChunksQ8 (the reference).
 void PrepareActs(const float* x, int64_t n, int64_t cols, int64_t cp, int chunk_shift, int8_t* q,
-                 float* s, float* sum, int64_t nb, int64_t ngp) {
+                 float* s, float* sum, int64_t nb, int64_t ngp, int64_t nsb) {
   for (int64_t t = 0; t < n; ++t) {
     const float* xt = x + t * cols;
     int8_t* qt = q + t * nb * kBlock;
@@ -71,11 +81,26 @@ void PrepareActs(const float* x, int64_t n, int64_t cols, int64_t cp, int chunk_
       const __m512i q0 = ch.q0, q1 = ch.q1;
       const float sc = ch.scale;
       const int64_t b = c / 4, i = c % 4;
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qt + b * kBlock + i * 16),
-                       _mm512_cvtepi32_epi8(q0));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qt + b * kBlock + 64 + i * 16),
-                       _mm512_cvtepi32_epi8(q1));
-      _mm_storeu_ps(st + b * 16 + i * 4, _mm_set1_ps(c0 < cp ? sc : 0.0f));
+      if (c < 16 * nsb) {
+        // Superblock order: word k of the chunk's low (high) 16 values -> lane c % 16 of XL_k
+        // (XH_k); XL_k at 128 k, XH_k at 128 k + 64 within the span's 512 bytes.
+        alignas(16) int8_t lo[16], hi[16];
+        _mm_store_si128(reinterpret_cast<__m128i*>(lo), _mm512_cvtepi32_epi8(q0));
+        _mm_store_si128(reinterpret_cast<__m128i*>(hi), _mm512_cvtepi32_epi8(q1));
+        int8_t* span = qt + (c / 16) * 4 * kBlock;
+        const int64_t l = c % 16;
+        for (int k = 0; k < 4; ++k) {
+          std::memcpy(span + 128 * k + 4 * l, lo + 4 * k, 4);
+          std::memcpy(span + 128 * k + 64 + 4 * l, hi + 4 * k, 4);
+        }
+        st[(c / 16) * 64 + l] = c0 < cp ? sc : 0.0f;
+      } else {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qt + b * kBlock + i * 16),
+                         _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qt + b * kBlock + 64 + i * 16),
+                         _mm512_cvtepi32_epi8(q1));
+        _mm_storeu_ps(st + b * 16 + i * 4, _mm_set1_ps(c0 < cp ? sc : 0.0f));
+      }
       const int isum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
       sumt[c >> chunk_shift] += sc * static_cast<float>(isum);
     }
@@ -112,7 +137,69 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
         acc[r][t] = _mm512_fmadd_ps(mv, _mm512_loadu_ps(a.sum + t * a.ngp + 16 * win), acc[r][t]);
       }
     }
-    for (int64_t b = b0; b < b1; ++b) {
+    // Superblocks of this window (windows hold 16 groups >= 16 chunks, so a span never
+    // straddles two windows).
+    int64_t b = b0;
+    for (; b < b1 && b < 4 * a.nsb; b += 4) {
+      const __m512i sidx = _mm512_sub_epi32(
+          _mm512_srl_epi32(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(4 * b)),
+                                            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7,
+                                                             6, 5, 4, 3, 2, 1, 0)),
+                           shift),
+          _mm512_set1_epi32(static_cast<int>(16 * win)));
+      pf.Step<R * 256>();
+      // k outer: one load of XL_k / XH_k per token serves the R rows. Each (row, token) sums
+      // its span in int32 over kChains independent vpdpbusd chains (exact, so the order does
+      // not change the result): 8 chained vpdpbusd per span would wait on their latency
+      // when the tile has few (row, token) pairs; more chains would not fit in registers.
+      constexpr int kChains = R * T <= 4 ? 4 : R * T <= 8 ? 2 : 1;
+      __m512i d[kChains][R][T];
+      for (int c = 0; c < kChains; ++c)
+        for (int r = 0; r < R; ++r)
+          for (int t = 0; t < T; ++t) d[c][r][t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        __m512i lo[R], hi[R];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          __m512i wv = _mm512_loadu_si512(codes[r] + b * 64 + 64 * k);
+          // One load feeds both nibble masks (the compiler would otherwise fold the load
+          // into each of them: two loads per code vector).
+          asm("" : "+v"(wv));
+          lo[r] = _mm512_and_si512(wv, nib);
+          hi[r] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nib);
+        }
+        constexpr int kLo0 = 0;
+        const int c_lo = kChains == 4 ? 2 * (k & 1) : kLo0;
+        const int c_hi = kChains == 1 ? 0 : c_lo + 1;
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const int8_t* qb = a.q + (t * nb + b) * kBlock + 128 * k;
+          const __m512i xl = _mm512_loadu_si512(qb);
+          const __m512i xh = _mm512_loadu_si512(qb + 64);
+#pragma GCC unroll 4
+          for (int r = 0; r < R; ++r) {
+            d[c_lo][r][t] = _mm512_dpbusd_epi32(d[c_lo][r][t], lo[r], xl);
+            d[c_hi][r][t] = _mm512_dpbusd_epi32(d[c_hi][r][t], hi[r], xh);
+          }
+        }
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m512 dls = _mm512_permutexvar_ps(sidx, dv[r]);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          __m512i sum = d[0][r][t];
+          if constexpr (kChains >= 2) sum = _mm512_add_epi32(sum, d[1][r][t]);
+          if constexpr (kChains == 4) {
+            sum = _mm512_add_epi32(sum, _mm512_add_epi32(d[2][r][t], d[3][r][t]));
+          }
+          const __m512 xs = _mm512_loadu_ps(a.s + (t * nb + b) * 16);
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dls, xs), acc[r][t]);
+        }
+      }
+    }
+    for (; b < b1; ++b) {
       __m512i idx;
       if constexpr (!WIDE) {
         idx = _mm512_sub_epi32(
@@ -216,14 +303,22 @@ int Log2(int64_t v) {
 
 }  // namespace
 
-constexpr int kActsKind = ActCache::kQuant4A8;  // this kernel's activation layout
+namespace {
+// This kernel's activation layouts: canonical blocks, or superblocks first (quant.h).
+int ActsKind(const WeightFormat& f) {
+  return f.layout == kLayoutA8Superblock ? ActCache::kQuant4A8Sb : ActCache::kQuant4A8;
+}
+int64_t Superblocks(const WeightFormat& f, int64_t cp) {
+  return f.layout == kLayoutA8Superblock ? cp / kA8Superblock : 0;
+}
+}  // namespace
 
 void Quant4A8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c) {
   const WeightFormat& f = w.format;
   const int64_t cp = QuantPaddedCols(f, w.cols);
   const int64_t nb = (cp + kBlock - 1) / kBlock;
   const int64_t ngp = (cp / f.group_size + 15) / 16 * 16;
-  c->kind = kActsKind;
+  c->kind = ActsKind(f);
   c->x = x;
   c->n = n;
   c->cols = w.cols;
@@ -238,11 +333,14 @@ void Quant4A8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCa
 }
 
 void Quant4A8ActsFill(int64_t t_begin, int64_t t_end, ActCache* c) {
-  if (c->kind != kActsKind || t_begin >= t_end) return;
+  if ((c->kind != ActCache::kQuant4A8 && c->kind != ActCache::kQuant4A8Sb) || t_begin >= t_end) {
+    return;
+  }
+  const int64_t nsb = c->kind == ActCache::kQuant4A8Sb ? c->cols_pad / kA8Superblock : 0;
   PrepareActs(c->x + t_begin * c->cols, t_end - t_begin, c->cols, c->cols_pad,
               Log2(c->group) - 5, c->q.data() + t_begin * c->q_stride,
               c->s.data() + t_begin * c->s_stride, c->sum.data() + t_begin * c->sum_stride,
-              c->q_stride / kBlock, c->sum_stride);
+              c->q_stride / kBlock, c->sum_stride, nsb);
 }
 
 void GemmQuant4A8Avx512(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
@@ -265,10 +363,11 @@ void GemmQuant4A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, fl
   Acts a;
   a.nb = (cp + kBlock - 1) / kBlock;
   a.ngp = (ng + 15) / 16 * 16;
+  a.nsb = Superblocks(f, cp);
   a.row_bytes = row_bytes;
   a.end = base + row_end * row_bytes;
   // Activations prepared once for this x (ActCache), or quantized here per token block.
-  const bool shared = acts != nullptr && acts->kind == kActsKind && acts->x == x &&
+  const bool shared = acts != nullptr && acts->kind == ActsKind(f) && acts->x == x &&
                       acts->n == n && acts->cols == cols && acts->cols_pad == cp &&
                       acts->group == f.group_size;
   thread_local std::vector<int8_t> qbuf;
@@ -288,7 +387,7 @@ void GemmQuant4A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, fl
       a.sum = acts->sum.data() + t0 * acts->sum_stride;
     } else {
       PrepareActs(x + t0 * cols, nt, cols, cp, chunk_shift, qbuf.data(), sbuf.data(),
-                  sumbuf.data(), a.nb, a.ngp);
+                  sumbuf.data(), a.nb, a.ngp, a.nsb);
       a.q = qbuf.data();
       a.s = sbuf.data();
       a.sum = sumbuf.data();

@@ -177,10 +177,27 @@ void DequantizeQuantRows(const PackedWeight& w, int64_t row_begin, int64_t row_e
   const int64_t g = f.group_size, ng = cp / g;
   std::vector<float> s(static_cast<size_t>(ng)), m(static_cast<size_t>(ng));
   uint8_t q[32];
+  // Superblock order (kLayoutA8Superblock): each row is put back in canonical order first.
+  std::vector<uint8_t> canon;
+  PackedWeight wc = w;
+  // (Only 4-bit kGroup codes are ever put in that order: PermuteQuant4Superblocks.)
+  if (f.layout == kLayoutA8Superblock) {
+    canon.resize(static_cast<size_t>(cp / kQuantChunk * 16));
+    wc.data = canon.data();
+    wc.format.layout = 0;
+  }
   for (int64_t r = row_begin; r < row_end; ++r) {
     float* o = out + (r - row_begin) * cols;
     RowGroupParams(w, r, s.data(), m.data());
-    const RowView rv = RowCodes(w, r);
+    RowView rv;
+    if (f.layout == kLayoutA8Superblock) {
+      PermuteQuant4Superblocks(static_cast<const uint8_t*>(w.data) +
+                                   r * static_cast<int64_t>(canon.size()),
+                               canon.data(), 0, 1, cp, /*to_superblocks=*/false);
+      rv = RowCodes(wc, 0);
+    } else {
+      rv = RowCodes(w, r);
+    }
     for (int64_t c0 = 0; c0 < cols; c0 += kQuantChunk) {
       UnpackChunk(rv.codes + c0 / kQuantChunk * ChunkBytes(rv.bits), rv.bits, q);
       for (int64_t j = 0; j < kQuantChunk && c0 + j < cols; ++j) {
@@ -255,6 +272,10 @@ void Dequant(const PackedWeight& w, int64_t row_begin, int64_t row_end, float* o
 void GemmDispatch(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
                   int64_t row_begin, int64_t row_end) {
   if (IsGguf(w.format)) return GgufQuantFormatOps().gemm(w, x, n, y, ldy, row_begin, row_end);
+  // Codes in the W4A8 kernel's order: only that kernel and the reference read them.
+  if (w.format.layout != 0 && !GemmUsesQuant4A8(w.format)) {
+    return GemmQuantRef(w, x, n, y, ldy, row_begin, row_end);
+  }
   const auto v = static_cast<QuantVariant>(w.format.variant);
   const bool int8_dot = v == QuantVariant::kW8A8 || v == QuantVariant::kLlmInt8;
   switch (ActiveIsa()) {

@@ -40,6 +40,16 @@ PackedQuant MakeWeight(const std::string& fmt, int64_t rows, int64_t cols) {
   if (fmt == "int8") return PackInt8Rows(w.data(), rows, cols, false);
   if (fmt == "w8a8") return PackInt8Rows(w.data(), rows, cols, true);
   if (fmt == "int8-g128") return PackGroup(w.data(), rows, cols, 8, 128);
+  if (fmt == "int4-sb" || fmt == "int4-g32-sb") {
+    // The engine's in-memory order for the W4A8 kernel (kLayoutA8Superblock).
+    PackedQuant p = PackGroup(w.data(), rows, cols, 4, fmt == "int4-sb" ? 128 : 32);
+    if (Quant4UsesSuperblocks(p.view.format)) {
+      PermuteQuant4Superblocks(p.buffers[0].data(), p.buffers[0].data(), 0, rows,
+                               QuantPaddedCols(p.view.format, cols), true);
+      p.view.format.layout = kLayoutA8Superblock;
+    }
+    return p;
+  }
   if (fmt == "int4") return PackGroup(w.data(), rows, cols, 4, 128);
   if (fmt == "int4-g32") return PackGroup(w.data(), rows, cols, 4, 32);
   if (fmt == "int3") return PackGroup(w.data(), rows, cols, 3, 64);
@@ -114,10 +124,13 @@ QUANT_BENCH(w8a8, "w8a8");
 QUANT_BENCH(int8_g128, "int8-g128");
 QUANT_BENCH(int4, "int4");
 QUANT_BENCH(int4_g32, "int4-g32");
+QUANT_BENCH(int4_sb, "int4-sb");
+QUANT_BENCH(int4_g32_sb, "int4-g32-sb");
 QUANT_BENCH(int3, "int3");
 QUANT_BENCH(int2, "int2");
 QUANT_BENCH(spqr3, "spqr3");
 BENCHMARK_CAPTURE(BM_QuantGemmHot, int4, std::string("int4"))->Apply(Args1);
+BENCHMARK_CAPTURE(BM_QuantGemmHot, int4_sb, std::string("int4-sb"))->Apply(Args1);
 BENCHMARK_CAPTURE(BM_QuantGemmHot, int3, std::string("int3"))->Apply(Args1);
 BENCHMARK_CAPTURE(BM_QuantGemmHot, int8, std::string("int8"))->Apply(Args1);
 BENCHMARK_CAPTURE(BM_QuantGemmHot, int8_g128, std::string("int8-g128"))->Apply(Args1);

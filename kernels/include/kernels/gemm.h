@@ -33,7 +33,8 @@ void Gemm(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ld
 // and cols), and otherwise quantizes x itself: results are identical either way.
 struct ActCache {
   // The activation layout ActCacheReserve chose (each kernel's own order), or kNone: empty.
-  enum Kind { kNone = 0, kQuant4A8 = 1, kGgufQ4_0 = 2, kGgufQ8_0 = 3, kQuant8A16 = 4, kQuant8A8 = 5 };
+  enum Kind { kNone = 0, kQuant4A8 = 1, kGgufQ4_0 = 2, kGgufQ8_0 = 3, kQuant8A16 = 4, kQuant8A8 = 5,
+              kQuant4A8Sb = 6 };
   int kind = kNone;
   const float* x = nullptr;
   int64_t n = 0, cols = 0, cols_pad = 0, group = 0;

@@ -188,6 +188,22 @@ void GemmQuant4A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, fl
                             const ActCache* acts);
 // True when Gemm() runs w through GemmQuant4A8Avx512 on this CPU.
 bool GemmUsesQuant4A8(const WeightFormat& f);
+// Superblock code order for GemmQuant4A8Avx512 (WeightFormat::layout): in every row, each
+// full 512-column span (16 chunks, 256 bytes) is stored as a 4 x 16 matrix of 32-bit words
+// instead of 16 x 4: word k of chunk l moves from byte 16 l + 4 k to byte 64 k + 4 l, so one
+// 64-byte load holds word k of all 16 chunks and vpdpbusd sums a whole chunk per lane. Row
+// sizes, offsets and scales are unchanged; columns after the last full span keep the
+// canonical order. Only 4-bit kGroup weights run by the W4A8 kernel take it
+// (Quant4UsesSuperblocks); DequantizeQuantRows reads both orders, and Gemm() runs any
+// other path on such a weight through the scalar reference.
+constexpr uint8_t kLayoutA8Superblock = 1;
+constexpr int64_t kA8Superblock = 512;  // columns per span
+bool Quant4UsesSuperblocks(const WeightFormat& f);
+// Rewrites rows [row_begin, row_end) of codes (kGroup, 4-bit, canonical order, cols_pad
+// columns per row) from `src` to `dst` in superblock order (to_superblocks) or back.
+// src == dst is allowed.
+void PermuteQuant4Superblocks(const uint8_t* src, uint8_t* dst, int64_t row_begin,
+                              int64_t row_end, int64_t cols_pad, bool to_superblocks);
 // ActCache layout of GemmQuant4A8Avx512 (gemm.h): sizing and filling.
 void Quant4A8ActsReserve(const PackedWeight& w, const float* x, int64_t n, ActCache* c);
 void Quant4A8ActsFill(int64_t t_begin, int64_t t_end, ActCache* c);

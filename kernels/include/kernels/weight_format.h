@@ -30,6 +30,10 @@ struct WeightFormat {
   int32_t rank = 0;                 // kLowRank
   SparsityPattern sparsity = SparsityPattern::kNone;
   uint32_t variant = 0;             // format-specific packing variant (see each format header)
+  // In-memory byte order of the codes: 0 = the format's canonical order (what packers and
+  // checkpoints hold); kernels may ask for a kernel-specific order at load (quant.h,
+  // kLayoutA8Superblock). Never written to checkpoints.
+  uint8_t layout = 0;
 };
 
 // Non-owning view of a packed linear layer y = x W^T, W of shape [rows][cols].
