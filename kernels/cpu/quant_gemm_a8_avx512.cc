@@ -214,8 +214,9 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const uint8_t* p = codes[r] + b * 64;
-        const __m512i wv =
+        __m512i wv =
             b < full_blocks ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(0xffffffffull, p);
+        asm("" : "+v"(wv));  // one load for both nibble masks (as in the superblock loop)
         lo[r] = _mm512_and_si512(wv, nib);
         hi[r] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nib);
         dl[r] = WIDE ? _mm512_set1_ps(dsc[r][gb]) : _mm512_permutexvar_ps(idx, dv[r]);
