@@ -169,8 +169,7 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
           lo[r] = _mm512_and_si512(wv, nib);
           hi[r] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nib);
         }
-        constexpr int kLo0 = 0;
-        const int c_lo = kChains == 4 ? 2 * (k & 1) : kLo0;
+        const int c_lo = kChains == 4 ? 2 * (k & 1) : 0;
         const int c_hi = kChains == 1 ? 0 : c_lo + 1;
 #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
