@@ -60,6 +60,7 @@ struct Acts {
   const float* sum = nullptr;     // group formats: [n][ngp], sum of x^ over each group
   int64_t row_bytes = 0;          // codes per row; rows are stored back to back
   const uint8_t* end = nullptr;   // one past the last row of the call's range
+  const uint8_t* s_end = nullptr;  // group formats: one past the last row's group scales
 };
 
 // Quantizes n tokens; same arithmetic as QuantizeChunksQ8 (the reference).
@@ -132,6 +133,12 @@ template <int BITS, Mode M, int R, int T>
 void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int chunk_shift,
           const Acts& a, float (*out)[kMaxT]) {
   NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end, R * a.row_bytes);  // the rows after the tile
+  // Group scales: a second sequential stream, one window of 16 per row and step (as in
+  // quant_gemm_a8_avx512.cc).
+  NextTilePrefetch spf;
+  if constexpr (M != Mode::kRow) {
+    spf = NextTilePrefetch(gs[R - 1] + ng, a.s_end, R * ng * static_cast<int64_t>(sizeof(GroupScale)));
+  }
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -147,6 +154,7 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
     if constexpr (M != Mode::kRow) {
       const int64_t gleft = ng - 16 * win;
       const __mmask16 gm = static_cast<__mmask16>(gleft >= 16 ? 0xffff : (1u << gleft) - 1u);
+      spf.Step<R * 16 * sizeof(GroupScale)>();
       for (int r = 0; r < R; ++r) {
         const __m512i p = _mm512_maskz_loadu_epi32(gm, gs[r] + 16 * win);
         dv[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(p));
@@ -279,6 +287,7 @@ void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy
   a.bias = biasbuf.data();
   a.row_bytes = row_bytes;
   a.end = base + row_end * row_bytes;
+  if (M != Mode::kRow) a.s_end = reinterpret_cast<const uint8_t*>(scales + row_end * ng);
 
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n - t0);

@@ -131,6 +131,7 @@ QUANT_BENCH(int2, "int2");
 QUANT_BENCH(spqr3, "spqr3");
 BENCHMARK_CAPTURE(BM_QuantGemmHot, int4, std::string("int4"))->Apply(Args1);
 BENCHMARK_CAPTURE(BM_QuantGemmHot, int4_sb, std::string("int4-sb"))->Apply(Args1);
+BENCHMARK_CAPTURE(BM_QuantGemmHot, int4_g32_sb, std::string("int4-g32-sb"))->Apply(Args1);
 BENCHMARK_CAPTURE(BM_QuantGemmHot, int3, std::string("int3"))->Apply(Args1);
 BENCHMARK_CAPTURE(BM_QuantGemmHot, int8, std::string("int8"))->Apply(Args1);
 BENCHMARK_CAPTURE(BM_QuantGemmHot, int8_g128, std::string("int8-g128"))->Apply(Args1);
