@@ -10,6 +10,7 @@
 #include "engine/core/mmap_file.h"
 #include "engine/model/ggml_blocks.h"
 #include "kernels/gemm.h"
+#include "kernels/ggml_quant.h"
 #include "kernels/quant.h"
 
 namespace compressd {
@@ -147,26 +148,42 @@ std::shared_ptr<T> AlignedArray(size_t n) {
 
 }  // namespace
 
-Linear UseCpuKernelLayouts(const Linear& l) {
+Linear UseCpuKernelLayouts(const Linear& l, const void* source_bytes) {
   Linear out = l;
-  if (l.first) out.first = std::make_shared<const Linear>(UseCpuKernelLayouts(*l.first));
+  if (l.first) {
+    out.first = std::make_shared<const Linear>(UseCpuKernelLayouts(*l.first, source_bytes));
+  }
   const kernels::WeightFormat& f = l.w.format;
-  if (f.layout != 0 || !kernels::Quant4UsesSuperblocks(f)) return out;
-  const int64_t cp = kernels::QuantPaddedCols(f, l.w.cols);
-  if (cp < kernels::kA8Superblock || l.w.data == nullptr) return out;
+  if (f.layout != 0 || l.w.data == nullptr) return out;
+  // int4 group codes in superblock order, or GGUF Q4_0 blocks split into codes (superblock
+  // order) and scales: both for the W4A8 kernel (quant.h, ggml_quant.h).
+  const bool q4_0 = kernels::GgufQ4SplitApplies(f, l.w.cols);
+  int64_t cp = 0;
+  if (!q4_0) {
+    if (!kernels::Quant4UsesSuperblocks(f)) return out;
+    cp = kernels::QuantPaddedCols(f, l.w.cols);
+    if (cp < kernels::kA8Superblock) return out;
+  }
   const auto* src = static_cast<const uint8_t*>(l.w.data);
-  if (MmapFile::IsMapped(src, l.w.data_bytes)) {
-    // The file's bytes (--mmap-weights): never written; the permuted codes are a copy.
+  uint8_t* dst;
+  if (src == source_bytes || MmapFile::IsMapped(src, l.w.data_bytes)) {
+    // The tensor's own bytes, or the file's (--mmap-weights): never written; the rewritten
+    // codes are a copy.
     std::shared_ptr<uint8_t> buf = AlignedArray<uint8_t>(l.w.data_bytes);
-    kernels::PermuteQuant4Superblocks(src, buf.get(), 0, l.w.rows, cp, true);
-    out.w.data = buf.get();
+    dst = buf.get();
+    out.w.data = dst;
     out.storage.push_back(std::move(buf));
   } else {
     // Bytes this Linear owns (a pack, or a copy out of the file), not yet shared with anything.
-    auto* p = const_cast<uint8_t*>(src);
-    kernels::PermuteQuant4Superblocks(p, p, 0, l.w.rows, cp, true);
+    dst = const_cast<uint8_t*>(src);
   }
-  out.w.format.layout = kernels::kLayoutA8Superblock;
+  if (q4_0) {
+    kernels::GgufQ4ToSplit(src, dst, l.w.rows, l.w.cols);
+    out.w.format.layout = kernels::kLayoutGgufQ4Split;
+  } else {
+    kernels::PermuteQuant4Superblocks(src, dst, 0, l.w.rows, cp, true);
+    out.w.format.layout = kernels::kLayoutA8Superblock;
+  }
   return out;
 }
 

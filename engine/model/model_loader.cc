@@ -149,7 +149,7 @@ absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options_in) 
   LinearFactory counted = [&](const std::string& name, const TensorView& t) {
     auto r = factory(name, t);
     if (r.ok() && !options.mmap_weights) *r = OwnMappedBuffers(*r);
-    if (r.ok() && options.cpu_kernel_layouts) *r = UseCpuKernelLayouts(*r);
+    if (r.ok() && options.cpu_kernel_layouts) *r = UseCpuKernelLayouts(*r, t.data);
     if (r.ok() && !LinearHoldsOwner(*r, t.owner)) MmapFile::ReleasePages(t.data, t.bytes);
     if (options.progress) options.progress(++done, total);
     return r;

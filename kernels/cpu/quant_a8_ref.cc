@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "kernels/ggml_quant.h"
 #include "kernels/quant.h"
 
 namespace compressd::kernels {
@@ -97,6 +98,11 @@ bool GemmUsesQuant8A8(const WeightFormat& f) {
 }
 
 bool GemmUsesQuant4A8(const WeightFormat& f) {
+  if (f.variant == kGgufVariantQ4_0 && f.layout == kLayoutGgufQ4Split) {
+    // GGUF Q4_0 in its split layout (ggml_quant.h): the int4 g32 kernel with min = -8 d.
+    return f.kind == WeightKind::kQuant && ActiveIsa() == CpuIsa::kAvx512 &&
+           GetCpuFeatures().avx512vnni;
+  }
   return QuantUsesA8(f) && static_cast<QuantVariant>(f.variant) == QuantVariant::kGroup &&
          f.bits == 4;
 }

@@ -25,6 +25,9 @@
 // bytes each; lane l of the scales = chunk l). Columns after the last full span keep the
 // 128-column blocks above.
 //
+// GGUF Q4_0 in its split layout (kLayoutGgufQ4Split, ggml_quant.h) runs here as group 32 in
+// superblock order whose scales are fp16 d alone: min = -8 d (Tile's SYM).
+//
 // Batch invariance: every (row, token) output is the same chain of operations whatever the
 // tile (R rows x T tokens), n or row range, so a token's result does not depend on the rest
 // of the batch. Weight tiles are decoded once per block and reused by all T tokens, which
@@ -40,6 +43,7 @@
 #include <vector>
 
 #include "kernels/gemm.h"
+#include "kernels/ggml_quant.h"
 #include "kernels/quant.h"
 #include "kernels/quant_a8_avx512.h"
 #include "stream_prefetch_inl.h"
@@ -63,6 +67,7 @@ struct Acts {
   const float* sum = nullptr;  // [n][ngp]: sum of x^ over each group
   int64_t row_bytes = 0;        // codes per row; rows are stored back to back
   const uint8_t* end = nullptr;  // one past the last row of the call's range
+  const uint8_t* s_end = nullptr;  // one past the last row's group scales
 };
 
 // Quantizes n tokens; same arithmetic as QuantizeChunksQ8 (the reference).
@@ -109,10 +114,16 @@ void PrepareActs(const float* x, int64_t n, int64_t cols, int64_t cp, int chunk_
 
 // out[r][t] = row r . token t for R rows x T tokens. WIDE: group >= 128, so a block's 4
 // chunks share one group and its scale is a broadcast (from memory: a load, no shuffle).
-template <bool WIDE, int R, int T>
+// SYM: GGUF Q4_0 split layout (ggml_quant.h): gs[r] points at fp16 d [ng], and min = -8 d.
+template <bool WIDE, bool SYM, int R, int T>
 void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int64_t cp,
           int chunk_shift, const Acts& a, float (*out)[kMaxT]) {
   NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end, R * a.row_bytes);
+  // The rows' group scales are a second sequential stream (a quarter of the code bytes at
+  // group 32), prefetched the same way, one window of 16 scales per row and step.
+  constexpr int64_t kScaleBytes = SYM ? 2 : sizeof(GroupScale);
+  NextTilePrefetch spf(reinterpret_cast<const uint8_t*>(gs[R - 1]) + ng * kScaleBytes, a.s_end,
+                       R * ng * kScaleBytes);
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -126,13 +137,22 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
     const int64_t b1 = std::min(nb, b0 + blocks_per_window);
     const int64_t gleft = ng - 16 * win;
     const __mmask16 gm = static_cast<__mmask16>(gleft >= 16 ? 0xffff : (1u << gleft) - 1u);
+    spf.Step<R * 16 * kScaleBytes>();
     __m512 dv[R];
     alignas(64) float dsc[R][16];
     for (int r = 0; r < R; ++r) {
-      const __m512i p = _mm512_maskz_loadu_epi32(gm, gs[r] + 16 * win);
-      dv[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(p));
+      __m512 mv;
+      if constexpr (SYM) {
+        const __m256i p = _mm256_maskz_loadu_epi16(
+            gm, reinterpret_cast<const uint16_t*>(gs[r]) + 16 * win);
+        dv[r] = _mm512_cvtph_ps(p);
+        mv = _mm512_mul_ps(dv[r], _mm512_set1_ps(-8.0f));  // exact: a power of two
+      } else {
+        const __m512i p = _mm512_maskz_loadu_epi32(gm, gs[r] + 16 * win);
+        dv[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(p));
+        mv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(p, 16)));
+      }
       if constexpr (WIDE) _mm512_store_ps(dsc[r], dv[r]);
-      const __m512 mv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(p, 16)));
       for (int t = 0; t < T; ++t) {
         acc[r][t] = _mm512_fmadd_ps(mv, _mm512_loadu_ps(a.sum + t * a.ngp + 16 * win), acc[r][t]);
       }
@@ -240,7 +260,7 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
 }
 
 // R rows over tokens [0, n) of `a`, in tiles of R rows x up to kMaxT tokens.
-template <bool WIDE, int R>
+template <bool WIDE, bool SYM, int R>
 void RowsAllTokens(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int64_t cp,
                    int chunk_shift, const Acts& a, int64_t n, const int64_t* rows, float* y,
                    int64_t ldy) {
@@ -253,26 +273,26 @@ void RowsAllTokens(const uint8_t* const* codes, const GroupScale* const* gs, int
     // 4-row tiles are for decode (one token); wider token tiles would not fit in registers.
     const int tt = static_cast<int>(std::min<int64_t>(R == 4 ? 1 : kMaxT, n - t));
     if constexpr (R == 4) {
-      Tile<WIDE, R, 1>(codes, gs, ng, cp, chunk_shift, at, o);
+      Tile<WIDE, SYM, R, 1>(codes, gs, ng, cp, chunk_shift, at, o);
     } else {
       switch (tt) {
         case 1:
-          Tile<WIDE, R, 1>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, SYM, R, 1>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
         case 2:
-          Tile<WIDE, R, 2>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, SYM, R, 2>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
         case 3:
-          Tile<WIDE, R, 3>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, SYM, R, 3>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
         case 4:
-          Tile<WIDE, R, 4>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, SYM, R, 4>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
         case 5:
-          Tile<WIDE, R, 5>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, SYM, R, 5>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
         default:
-          Tile<WIDE, R, 6>(codes, gs, ng, cp, chunk_shift, at, o);
+          Tile<WIDE, SYM, R, 6>(codes, gs, ng, cp, chunk_shift, at, o);
           break;
       }
     }
@@ -282,16 +302,16 @@ void RowsAllTokens(const uint8_t* const* codes, const GroupScale* const* gs, int
   }
 }
 
-template <bool WIDE>
+template <bool WIDE, bool SYM>
 void RowTiles(int nr, const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng,
               int64_t cp, int chunk_shift, const Acts& a, int64_t n, const int64_t* rows,
               float* y, int64_t ldy) {
   if (nr >= 4) {
-    RowsAllTokens<WIDE, 4>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
+    RowsAllTokens<WIDE, SYM, 4>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
   } else if (nr >= 2) {
-    RowsAllTokens<WIDE, 2>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
+    RowsAllTokens<WIDE, SYM, 2>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
   } else {
-    RowsAllTokens<WIDE, 1>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
+    RowsAllTokens<WIDE, SYM, 1>(codes, gs, ng, cp, chunk_shift, a, n, rows, y, ldy);
   }
 }
 
@@ -305,11 +325,15 @@ int Log2(int64_t v) {
 
 namespace {
 // This kernel's activation layouts: canonical blocks, or superblocks first (quant.h).
+// (GGUF Q4_0's split layout stores its codes in superblock order too: ggml_quant.h.)
+bool SuperblockOrder(const WeightFormat& f) {
+  return f.layout == kLayoutA8Superblock || f.layout == kLayoutGgufQ4Split;
+}
 int ActsKind(const WeightFormat& f) {
-  return f.layout == kLayoutA8Superblock ? ActCache::kQuant4A8Sb : ActCache::kQuant4A8;
+  return SuperblockOrder(f) ? ActCache::kQuant4A8Sb : ActCache::kQuant4A8;
 }
 int64_t Superblocks(const WeightFormat& f, int64_t cp) {
-  return f.layout == kLayoutA8Superblock ? cp / kA8Superblock : 0;
+  return SuperblockOrder(f) ? cp / kA8Superblock : 0;
 }
 }  // namespace
 
@@ -358,7 +382,12 @@ void GemmQuant4A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, fl
   const int chunk_shift = Log2(f.group_size) - 5;  // chunks per group = 1 << chunk_shift
   const int64_t row_bytes = cp / kQuantChunk * 16;
   const auto* base = static_cast<const uint8_t*>(w.data);
-  const auto* scales = static_cast<const GroupScale*>(w.aux[0]);
+  // Group scales: GroupScale [rows][ng], or for GGUF Q4_0's split layout fp16 d [rows][ng]
+  // after the codes (min = -8 d; ggml_quant.h).
+  const bool sym = f.variant == kGgufVariantQ4_0;
+  const int64_t scale_bytes = sym ? 2 : static_cast<int64_t>(sizeof(GroupScale));
+  const auto* scales =
+      sym ? base + w.rows * row_bytes : static_cast<const uint8_t*>(w.aux[0]);
 
   Acts a;
   a.nb = (cp + kBlock - 1) / kBlock;
@@ -366,6 +395,7 @@ void GemmQuant4A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, fl
   a.nsb = Superblocks(f, cp);
   a.row_bytes = row_bytes;
   a.end = base + row_end * row_bytes;
+  a.s_end = scales + row_end * ng * scale_bytes;
   // Activations prepared once for this x (ActCache), or quantized here per token block.
   const bool shared = acts != nullptr && acts->kind == ActsKind(f) && acts->x == x &&
                       acts->n == n && acts->cols == cols && acts->cols_pad == cp &&
@@ -415,14 +445,16 @@ void GemmQuant4A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, fl
           const int nr = static_cast<int>(std::min<int64_t>(rb, p1 - r));
           for (int i = 0; i < nr; ++i) {
             codes[i] = base + (r + i) * row_bytes;
-            gs[i] = scales + (r + i) * ng;
+            gs[i] = reinterpret_cast<const GroupScale*>(scales + (r + i) * ng * scale_bytes);
             rows[i] = r + i;
           }
           float* yr = yt + t * ldy;
-          if (chunk_shift >= 2) {
-            RowTiles<true>(nr, codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
+          if (sym) {
+            RowTiles<false, true>(nr, codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
+          } else if (chunk_shift >= 2) {
+            RowTiles<true, false>(nr, codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
           } else {
-            RowTiles<false>(nr, codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
+            RowTiles<false, false>(nr, codes, gs, ng, cp, chunk_shift, at, tn, rows, yr, ldy);
           }
           r += nr >= 4 ? 4 : nr >= 2 ? 2 : 1;
         }

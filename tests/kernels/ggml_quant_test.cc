@@ -2,6 +2,7 @@
 // definition, fused kernels match GemmRef, batch invariance, validation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "kernels/cpu_features.h"
 #include "kernels/gemm.h"
 #include "kernels/ggml_quant.h"
+#include "kernels/quant.h"
 
 namespace compressd::kernels {
 namespace {
@@ -237,6 +239,107 @@ TEST(GgufQuant, GemmA8Parity) {
             for (int64_t r = 1; r < rows - 1; ++r) ASSERT_EQ(part[t * rows + r], all[t * rows + r]);
         }
       }
+    }
+  }
+}
+
+// Q4_0's split layout (kLayoutGgufQ4Split, ggml_quant.h): codes (superblock order) then fp16
+// scales, in place or copied; it decodes to the same values, and the W4A8 int4 kernel that
+// runs it matches the Q4_0 A8 definition (GemmGgufA8Ref on the file layout) with batch,
+// row-range and shared-activation invariance.
+Blocks Split(const Blocks& b, bool in_place) {
+  Blocks s = b;
+  auto* dst = s.bytes.data();
+  if (in_place) {
+    GgufQ4ToSplit(dst, dst, b.w.rows, b.w.cols);
+  } else {
+    std::vector<uint8_t> out(b.w.data_bytes);
+    GgufQ4ToSplit(b.bytes.data(), out.data(), b.w.rows, b.w.cols);
+    std::copy(out.begin(), out.end(), dst);
+  }
+  s.w.data = dst;
+  s.w.format.layout = kLayoutGgufQ4Split;
+  return s;
+}
+
+// {rows, cols}: no full 512-column span (64, 192), one span and a tail (576), spans only
+// (1536), spans and a 64-column tail (2112).
+const std::pair<int64_t, int64_t> kSplitShapes[] = {{3, 64}, {7, 192}, {5, 576}, {4, 1536}, {6, 2112}};
+
+TEST(GgufQ4Split, DecodesToTheFileValues) {
+  std::mt19937 rng(21);
+  for (auto [rows, cols] : kSplitShapes) {
+    Blocks b = Make(false, rows, cols, rng);
+    for (bool in_place : {false, true}) {
+      Blocks s = Split(b, in_place);
+      EXPECT_EQ(ValidateGgufQuant(s.w), "");
+      EXPECT_TRUE(GgufQuantFormatOps().supports(s.w.format));
+      EXPECT_FALSE(GgufUsesA8(s.w.format));
+      std::vector<float> got(rows * cols, -1.0f);
+      GgufQuantFormatOps().dequantize_rows(s.w, 0, rows, got.data());
+      EXPECT_EQ(got, b.expect) << rows << "x" << cols << " in_place=" << in_place;
+      // Part of a row (GgufDecodeRef's window).
+      std::vector<float> part(64);
+      GgufDecodeRef(s.w, rows - 1, cols - 64, 64, part.data());
+      EXPECT_EQ(part, std::vector<float>(b.expect.end() - 64, b.expect.end()));
+    }
+  }
+  // Only Q4_0 with cols % 64 == 0 takes it.
+  Blocks b96 = Make(false, 2, 96, rng);
+  EXPECT_FALSE(GgufQ4SplitApplies(b96.w.format, 96));
+  EXPECT_FALSE(GgufQ4SplitApplies(GgufQ8_0Format(), 128));
+  b96.w.format.layout = kLayoutGgufQ4Split;
+  EXPECT_NE(ValidateGgufQuant(b96.w), "");
+  WeightFormat q8 = GgufQ8_0Format();
+  q8.layout = kLayoutGgufQ4Split;
+  EXPECT_FALSE(GgufQuantFormatOps().supports(q8));
+}
+
+TEST(GgufQ4Split, KernelMatchesQ4_0Definition) {
+  const CpuFeatures& f = GetCpuFeatures();
+  if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni) ||
+      ActiveIsa() != CpuIsa::kAvx512) {
+    GTEST_SKIP() << "no AVX-512 VNNI";
+  }
+  EXPECT_TRUE(GgufQ4SplitApplies(GgufQ4_0Format(), 128));
+  std::mt19937 rng(22);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  ActCache cache;
+  for (auto [rows, cols] : kSplitShapes) {
+    Blocks b = Make(false, rows, cols, rng);
+    Blocks s = Split(b, true);
+    ASSERT_TRUE(GemmUsesQuant4A8(s.w.format));
+    for (int64_t n : {1, 2, 3, 7, 70}) {
+      std::vector<float> x(n * cols);
+      for (float& v : x) v = u(rng);
+      if (n == 2) std::fill(x.begin() + cols, x.begin() + cols + 32, 0.0f);  // an amax-0 block
+      std::vector<float> ref(n * rows), ref_split(n * rows), y(n * rows, -1.0f);
+      GemmGgufA8Ref(b.w, x.data(), n, ref.data(), rows, 0, rows);
+      GemmGgufA8Ref(s.w, x.data(), n, ref_split.data(), rows, 0, rows);
+      ASSERT_EQ(ref_split, ref);
+      Gemm(s.w, x.data(), n, y.data(), rows, 0, rows);
+      // As GemmA8Parity; the -8 d term is summed apart (min * sum of x^), so a few ulps of
+      // the partial sums differ from the reference.
+      const double tol = 1e-6 * 0.05 * 128 * static_cast<double>(cols);
+      for (int64_t i = 0; i < n * rows; ++i) {
+        ASSERT_NEAR(y[i], ref[i], tol) << rows << "x" << cols << " n=" << n << " i=" << i;
+      }
+      // Each token alone and rows split at every offset give the batch's outputs.
+      for (int64_t t = 0; t < n; t += std::max<int64_t>(1, n / 3)) {
+        for (int64_t split = 0; split < rows; ++split) {
+          std::vector<float> one(rows, -1.0f);
+          Gemm(s.w, x.data() + t * cols, 1, one.data(), rows, 0, split);
+          Gemm(s.w, x.data() + t * cols, 1, one.data(), rows, split, rows);
+          for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(one[r], y[t * rows + r]);
+        }
+      }
+      // Activations shared through an ActCache give the same outputs.
+      ASSERT_TRUE(ActCacheReserve(s.w, x.data(), n, &cache));
+      ActCacheFill(0, n, &cache);
+      std::vector<float> got(n * rows, -1.0f);
+      Gemm(s.w, x.data(), n, got.data(), rows, 0, rows, &cache);
+      ASSERT_EQ(got, y) << rows << "x" << cols << " n=" << n;
+      cache.Clear();
     }
   }
 }

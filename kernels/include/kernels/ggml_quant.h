@@ -15,6 +15,14 @@
 // (GemmGgufA8Ref), like llama.cpp's own q8_0 activations. Otherwise each 1024-column block of
 // up to 4 rows is widened to fp32 in L1 and multiplied with the shared engine of
 // kernels/sparse_tile.h (exact fp32 activations). Both are batch invariant.
+//
+// CPU kernel layout of Q4_0 (WeightFormat::layout == kLayoutGgufQ4Split; made at load by
+// UseCpuKernelLayouts, engine/compress/linear.h, never written to files): the same bytes and
+// values, split in two arrays so that the W4A8 kernel of the int4 group formats runs them
+// (GemmQuant4A8Avx512, quant.h): data = codes [rows][cols / 2] (each block's 16 code bytes as
+// in the file, which is the 4-bit chunk layout of quant.h, with every full 512-column span in
+// superblock order, PermuteQuant4Superblocks), followed at byte rows * cols / 2 by the fp16
+// scales d [rows][cols / 32]; the group's min is -8 d. Needs cols % 64 == 0 (GgufQ4SplitApplies).
 #pragma once
 
 #include <cstdint>
@@ -51,6 +59,14 @@ WeightFormat GgufQ4_0Format();
 size_t GgufQuantBytes(const WeightFormat& f, int64_t rows, int64_t cols);
 // "" when w's buffers match its format and shape, else what is wrong.
 std::string ValidateGgufQuant(const PackedWeight& w);
+
+inline constexpr uint8_t kLayoutGgufQ4Split = 2;
+// True when f (Q4_0, file layout) of `cols` columns takes the split layout on this CPU: the
+// W4A8 path runs (GgufUsesA8) and cols % 64 == 0.
+bool GgufQ4SplitApplies(const WeightFormat& f, int64_t cols);
+// Q4_0 blocks [rows][cols / 32] at src -> split layout at dst (same size); src == dst is
+// allowed.
+void GgufQ4ToSplit(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t cols);
 
 // Table for kQuant variants >= 100 (supports/row_align/gemm/dequantize_rows).
 const FormatOps& GgufQuantFormatOps();

@@ -194,7 +194,8 @@ bool GemmUsesQuant4A8(const WeightFormat& f);
 // 64-byte load holds word k of all 16 chunks and vpdpbusd sums a whole chunk per lane. Row
 // sizes, offsets and scales are unchanged; columns after the last full span keep the
 // canonical order. Only 4-bit kGroup weights run by the W4A8 kernel take it
-// (Quant4UsesSuperblocks); DequantizeQuantRows reads both orders, and Gemm() runs any
+// (Quant4UsesSuperblocks), and the codes of GGUF Q4_0's split layout (ggml_quant.h);
+// DequantizeQuantRows reads both orders, and Gemm() runs any
 // other path on such a weight through the scalar reference.
 constexpr uint8_t kLayoutA8Superblock = 1;
 constexpr int64_t kA8Superblock = 512;  // columns per span

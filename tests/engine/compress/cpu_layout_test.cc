@@ -3,11 +3,13 @@
 // columns: one 512-column span and a tail) take that order and nothing else changes: the
 // same weights (DequantizeRows), the same greedy tokens and logits within float rounding;
 // a compressed checkpoint read in place (--mmap-weights) is copied, never written; and a
-// model in kernel order cannot be saved as a checkpoint.
+// model in kernel order cannot be saved as a checkpoint. GGUF Q4_0 matrices take their split
+// layout (kernels/ggml_quant.h) the same way.
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -18,7 +20,9 @@
 #include "engine/model/model_loader.h"
 #include "gtest/gtest.h"
 #include "kernels/gemm.h"
+#include "kernels/ggml_quant.h"
 #include "kernels/quant.h"
+#include "tests/util/kdocs_gguf.h"
 #include "tests/util/model_logits.h"
 #include "tests/util/test_env.h"
 
@@ -53,7 +57,9 @@ std::vector<float> Rows(const Linear& l) {
   return out;
 }
 
-void ExpectCloseLogits(const std::vector<float>& a, const std::vector<float>& b, int64_t vocab) {
+// rel: of the largest |logit| at each position.
+void ExpectCloseLogits(const std::vector<float>& a, const std::vector<float>& b, int64_t vocab,
+                       float rel = 1e-4f) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t p = 0; p < a.size() / vocab; ++p) {
     const float* x = a.data() + p * vocab;
@@ -61,7 +67,7 @@ void ExpectCloseLogits(const std::vector<float>& a, const std::vector<float>& b,
     float scale = 0;
     for (int64_t i = 0; i < vocab; ++i) scale = std::max(scale, std::fabs(x[i]));
     for (int64_t i = 0; i < vocab; ++i) {
-      ASSERT_NEAR(x[i], y[i], 1e-4f * scale) << "position " << p << " token " << i;
+      ASSERT_NEAR(x[i], y[i], rel * scale) << "position " << p << " token " << i;
     }
     EXPECT_EQ(std::max_element(x, x + vocab) - x, std::max_element(y, y + vocab) - y)
         << "greedy token differs at position " << p;
@@ -124,6 +130,84 @@ TEST(CpuKernelLayouts, CheckpointReadInPlaceIsCopiedNotWritten) {
   EXPECT_EQ(a, testing::PrefillLogits(*copied, kToks));  // same codes, same kernel
   ExpectCloseLogits(want, a, (*plain)->config.vocab_size);
   EXPECT_EQ(testing::ReadFileOrDie(file), before) << "the checkpoint file changed";
+}
+
+TEST(CpuKernelLayouts, GgufQ4_0TakesTheSplitLayout) {
+  REQUIRE_SHARED(dir, "models/kdocs-7m");
+  if (!kernels::GgufQ4SplitApplies(kernels::GgufQ4_0Format(), 256)) {
+    GTEST_SKIP() << "the W4A8 kernel does not run on this CPU";
+  }
+  const std::string path = testing::WriteKdocsGguf(dir, GgmlType::kQ4_0);
+  const std::string before = testing::ReadFileOrDie(path);
+  auto plain = Load(path, "auto", false);
+  auto fast = Load(path, "auto", true);
+  auto in_place = Load(path, "auto", true, /*mmap=*/true);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(fast.ok()) << fast.status();
+  ASSERT_TRUE(in_place.ok()) << in_place.status();
+  for (size_t i = 0; i < (*fast)->weights.layers.size(); ++i) {
+    const LayerWeights& P = (*plain)->weights.layers[i];
+    for (const auto* m : {&*fast, &*in_place}) {
+      const LayerWeights& F = (*m)->weights.layers[i];
+      // Every matrix has 256 or 704 columns (multiples of 64).
+      for (auto [p, f] : {std::pair{&P.q, &F.q}, {&P.k, &F.k}, {&P.v, &F.v}, {&P.o, &F.o},
+                          {&P.gate, &F.gate}, {&P.up, &F.up}, {&P.down, &F.down}}) {
+        EXPECT_EQ(p->w.format.variant, kernels::kGgufVariantQ4_0);
+        EXPECT_EQ(p->w.format.layout, 0);
+        EXPECT_EQ(f->w.format.layout, kernels::kLayoutGgufQ4Split) << "layer " << i;
+        EXPECT_EQ(f->bytes(), p->bytes());
+        EXPECT_FALSE(MmapFile::IsMapped(f->w.data, f->w.data_bytes));
+        ASSERT_EQ(Rows(*f), Rows(*p)) << "layer " << i;
+      }
+    }
+  }
+  EXPECT_EQ((*fast)->WeightBytes(), (*plain)->WeightBytes());
+  const std::vector<float> want = testing::PrefillLogits(*plain, kToks);
+  const std::vector<float> got = testing::PrefillLogits(*fast, kToks);
+  // Each product matches the file layout's kernel to ~1 ulp (ggml_quant_test), but the next
+  // layer rounds its activations to int8: a last-bit change at a rounding boundary moves one
+  // code, which shows as ~1e-3 of the logits' scale here (kdocs-7m, 12 positions).
+  ExpectCloseLogits(want, got, (*plain)->config.vocab_size, 3e-3f);
+  EXPECT_EQ(testing::PrefillLogits(*in_place, kToks), got);  // same codes, same kernel
+  EXPECT_EQ(testing::ReadFileOrDie(path), before) << "the GGUF file changed";
+  std::remove(path.c_str());
+}
+
+// Bytes the Linear views from its checkpoint tensor (LoadModel passes them as source_bytes:
+// a tied embedding table may view them too) are rewritten into a copy; bytes it owns alone
+// are rewritten in place.
+TEST(CpuKernelLayouts, TensorBytesAreCopiedOwnedBytesRewrittenInPlace) {
+  if (!kernels::GgufQ4SplitApplies(kernels::GgufQ4_0Format(), 128)) {
+    GTEST_SKIP() << "the W4A8 kernel does not run on this CPU";
+  }
+  const int64_t rows = 3, cols = 128;
+  auto bytes = std::make_shared<std::vector<uint8_t>>(
+      kernels::GgufQuantBytes(kernels::GgufQ4_0Format(), rows, cols));
+  for (size_t i = 0; i < bytes->size(); ++i) (*bytes)[i] = static_cast<uint8_t>(i * 37 % 251);
+  for (size_t b = 0; b < bytes->size(); b += sizeof(kernels::GgufBlockQ4_0)) {
+    (*bytes)[b + 1] = 0x2c;  // fp16 d ~ 0.06: no inf/nan scales
+  }
+  const std::vector<uint8_t> original = *bytes;
+  Linear l;
+  l.w.format = kernels::GgufQ4_0Format();
+  l.w.rows = rows;
+  l.w.cols = cols;
+  l.w.data = bytes->data();
+  l.w.data_bytes = bytes->size();
+  l.storage.push_back(bytes);
+  const std::vector<float> want = Rows(l);
+
+  const Linear copied = UseCpuKernelLayouts(l, l.w.data);
+  EXPECT_EQ(copied.w.format.layout, kernels::kLayoutGgufQ4Split);
+  EXPECT_NE(copied.w.data, l.w.data);
+  EXPECT_EQ(*bytes, original) << "the tensor's bytes were written";
+  EXPECT_EQ(Rows(copied), want);
+
+  const Linear in_place = UseCpuKernelLayouts(l);
+  EXPECT_EQ(in_place.w.format.layout, kernels::kLayoutGgufQ4Split);
+  EXPECT_EQ(in_place.w.data, l.w.data);
+  EXPECT_NE(*bytes, original);
+  EXPECT_EQ(Rows(in_place), want);
 }
 
 }  // namespace
