@@ -155,11 +155,11 @@ Linear UseCpuKernelLayouts(const Linear& l, const void* source_bytes) {
   }
   const kernels::WeightFormat& f = l.w.format;
   if (f.layout != 0 || l.w.data == nullptr) return out;
-  // int4 group codes in superblock order, or GGUF Q4_0 blocks split into codes (superblock
-  // order) and scales: both for the W4A8 kernel (quant.h, ggml_quant.h).
-  const bool q4_0 = kernels::GgufQ4SplitApplies(f, l.w.cols);
+  // int4 group codes in superblock order for the W4A8 kernel (quant.h), or GGUF Q8_0/Q4_0
+  // blocks split into codes and scales for the int group kernels (ggml_quant.h).
+  const bool gguf = kernels::GgufSplitApplies(f, l.w.cols);
   int64_t cp = 0;
-  if (!q4_0) {
+  if (!gguf) {
     if (!kernels::Quant4UsesSuperblocks(f)) return out;
     cp = kernels::QuantPaddedCols(f, l.w.cols);
     if (cp < kernels::kA8Superblock) return out;
@@ -177,9 +177,9 @@ Linear UseCpuKernelLayouts(const Linear& l, const void* source_bytes) {
     // Bytes this Linear owns (a pack, or a copy out of the file), not yet shared with anything.
     dst = const_cast<uint8_t*>(src);
   }
-  if (q4_0) {
-    kernels::GgufQ4ToSplit(src, dst, l.w.rows, l.w.cols);
-    out.w.format.layout = kernels::kLayoutGgufQ4Split;
+  if (gguf) {
+    kernels::GgufToSplit(f, src, dst, l.w.rows, l.w.cols);
+    out.w.format.layout = kernels::kLayoutGgufSplit;
   } else {
     kernels::PermuteQuant4Superblocks(src, dst, 0, l.w.rows, cp, true);
     out.w.format.layout = kernels::kLayoutA8Superblock;

@@ -44,8 +44,8 @@ Linear OwnMappedBuffers(const Linear& l);
 // The same Linear with its codes in the order this CPU's kernel reads fastest, where that
 // differs from the stored order: 4-bit group codes run by the W4A8 kernel take the
 // superblock order (kernels/quant.h, kLayoutA8Superblock; ~1/3 fewer vector ops per weight),
-// and GGUF Q4_0 blocks are split into codes and scales for that kernel (kernels/ggml_quant.h,
-// kLayoutGgufQ4Split). Codes the Linear owns are rewritten in place; codes in a file mapping,
+// and GGUF Q8_0/Q4_0 blocks are split into codes and scales for the int8/int4 group kernels
+// (kernels/ggml_quant.h, kLayoutGgufSplit). Codes the Linear owns are rewritten in place; codes in a file mapping,
 // or at `source_bytes` (the checkpoint tensor's bytes, which others may view too, e.g. a tied
 // embedding table), are copied. Applied by LoadModel when LoadOptions::cpu_kernel_layouts
 // (CPU execution), never for `compress` (checkpoints hold the stored order) or for a GPU,

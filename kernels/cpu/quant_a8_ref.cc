@@ -31,11 +31,19 @@ void QuantizeChunksQ8(const float* x, int64_t cols, int64_t cols_pad, int8_t* q,
 
 }  // namespace quant_internal
 
+namespace {
+// The integer (VNNI) kernels run on this CPU.
+bool VnniActive() { return ActiveIsa() == CpuIsa::kAvx512 && GetCpuFeatures().avx512vnni; }
+
+// GGUF Q8_0 / Q4_0 in the split layout (ggml_quant.h), run by the int group kernels.
+bool GgufSplit(const WeightFormat& f, uint32_t variant) {
+  return f.kind == WeightKind::kQuant && f.variant == variant && f.layout == kLayoutGgufSplit &&
+         VnniActive();
+}
+}  // namespace
+
 bool QuantUsesA8(const WeightFormat& f) {
-  if (f.kind != WeightKind::kQuant || ActiveIsa() != CpuIsa::kAvx512 ||
-      !GetCpuFeatures().avx512vnni) {
-    return false;
-  }
+  if (f.kind != WeightKind::kQuant || !VnniActive()) return false;
   switch (static_cast<QuantVariant>(f.variant)) {
     case QuantVariant::kGroup:
       // Group 16 splits a 32-column chunk in two groups: the float path keeps it.
@@ -50,8 +58,7 @@ bool QuantUsesA8(const WeightFormat& f) {
 }
 
 bool QuantUsesA16(const WeightFormat& f) {
-  return f.kind == WeightKind::kQuant && ActiveIsa() == CpuIsa::kAvx512 &&
-         GetCpuFeatures().avx512vnni &&
+  return f.kind == WeightKind::kQuant && VnniActive() &&
          static_cast<QuantVariant>(f.variant) == QuantVariant::kInt8Row;
 }
 
@@ -93,16 +100,15 @@ void GemmQuant8A16Ref(const PackedWeight& w, const float* x, int64_t n, float* y
 }
 
 bool GemmUsesQuant8A8(const WeightFormat& f) {
+  // GGUF Q8_0's split layout: the int8 group-32 kernel with min = -128 d.
+  if (GgufSplit(f, kGgufVariantQ8_0)) return true;
   return QuantUsesA8(f) && static_cast<QuantVariant>(f.variant) == QuantVariant::kGroup &&
          f.bits != 4;
 }
 
 bool GemmUsesQuant4A8(const WeightFormat& f) {
-  if (f.variant == kGgufVariantQ4_0 && f.layout == kLayoutGgufQ4Split) {
-    // GGUF Q4_0 in its split layout (ggml_quant.h): the int4 g32 kernel with min = -8 d.
-    return f.kind == WeightKind::kQuant && ActiveIsa() == CpuIsa::kAvx512 &&
-           GetCpuFeatures().avx512vnni;
-  }
+  // GGUF Q4_0's split layout: the int4 group-32 kernel with min = -8 d.
+  if (GgufSplit(f, kGgufVariantQ4_0)) return true;
   return QuantUsesA8(f) && static_cast<QuantVariant>(f.variant) == QuantVariant::kGroup &&
          f.bits == 4;
 }

@@ -18,6 +18,9 @@
 //          acc[r][t] += float(i32) * s_lane_t;  y = row_scale * sum(acc)
 // y[t][r] = sum of the 16 lanes of acc[r][t] (times the row scale for kInt8Row).
 //
+// GGUF Q8_0 in its split layout (kLayoutGgufSplit, ggml_quant.h) runs here as 8-bit group 32
+// whose scales are fp16 d alone: codes are q + 128, min = -128 d (SYM).
+//
 // Activation layout per token (built once per call): q [nb][64] in column order (the order
 // of the code bytes), s [nb][16] (lanes 0-7: scale of chunk 2b, 8-15: chunk 2b+1), and bias
 // [nb][16] (kInt8Row) or xsum [groups] (group formats).
@@ -36,6 +39,7 @@
 #include <vector>
 
 #include "kernels/gemm.h"
+#include "kernels/ggml_quant.h"
 #include "kernels/quant.h"
 #include "kernels/quant_a8_avx512.h"
 #include "stream_prefetch_inl.h"
@@ -128,16 +132,23 @@ inline __m512i LoadBlock(const uint8_t* codes, int64_t b) {
   }
 }
 
+// Bytes of one group's scales: GroupScale, or fp16 d alone (SYM).
+template <bool SYM>
+constexpr int64_t kScaleBytes = SYM ? 2 : static_cast<int64_t>(sizeof(GroupScale));
+
 // out[r][t] = row r . token t for R rows x T tokens (before the row scale of kRow).
-template <int BITS, Mode M, int R, int T>
-void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, int chunk_shift,
+// gs[r]: row r's group scales (kScaleBytes<SYM> each). SYM: GGUF Q8_0's split layout,
+// min = -128 d.
+template <int BITS, Mode M, bool SYM, int R, int T>
+void Tile(const uint8_t* const* codes, const uint8_t* const* gs, int64_t ng, int chunk_shift,
           const Acts& a, float (*out)[kMaxT]) {
+  constexpr int64_t kSB = kScaleBytes<SYM>;
   NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end, R * a.row_bytes);  // the rows after the tile
   // Group scales: a second sequential stream, one window of 16 per row and step (as in
   // quant_gemm_a8_avx512.cc).
   NextTilePrefetch spf;
   if constexpr (M != Mode::kRow) {
-    spf = NextTilePrefetch(gs[R - 1] + ng, a.s_end, R * ng * static_cast<int64_t>(sizeof(GroupScale)));
+    spf = NextTilePrefetch(gs[R - 1] + ng * kSB, a.s_end, R * ng * kSB);
   }
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
@@ -154,12 +165,18 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
     if constexpr (M != Mode::kRow) {
       const int64_t gleft = ng - 16 * win;
       const __mmask16 gm = static_cast<__mmask16>(gleft >= 16 ? 0xffff : (1u << gleft) - 1u);
-      spf.Step<R * 16 * sizeof(GroupScale)>();
+      spf.Step<R * 16 * kSB>();
       for (int r = 0; r < R; ++r) {
-        const __m512i p = _mm512_maskz_loadu_epi32(gm, gs[r] + 16 * win);
-        dv[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(p));
+        __m512 mv;
+        if constexpr (SYM) {
+          dv[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, gs[r] + 16 * win * kSB));
+          mv = _mm512_mul_ps(dv[r], _mm512_set1_ps(-128.0f));  // exact: a power of two
+        } else {
+          const __m512i p = _mm512_maskz_loadu_epi32(gm, gs[r] + 16 * win * kSB);
+          dv[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(p));
+          mv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(p, 16)));
+        }
         if constexpr (M == Mode::kGroupWide) _mm512_store_ps(dsc[r], dv[r]);
-        const __m512 mv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(p, 16)));
         for (int t = 0; t < T; ++t) {
           acc[r][t] =
               _mm512_fmadd_ps(mv, _mm512_loadu_ps(a.sum + t * a.ngp + 16 * win), acc[r][t]);
@@ -206,13 +223,13 @@ void Tile(const uint8_t* const* codes, const GroupScale* const* gs, int64_t ng, 
 
 struct RowSet {
   const uint8_t* codes[8];
-  const GroupScale* gs[8];
+  const uint8_t* gs[8];
   float rs[8];  // kRow: row scales
   int64_t rows[8];
 };
 
 // R rows over tokens [0, n) of `a`, in tiles of R rows x up to kMaxT tokens (1 when R > 2).
-template <int BITS, Mode M, int R>
+template <int BITS, Mode M, bool SYM, int R>
 void RowsAllTokens(const RowSet& rset, int64_t ng, int chunk_shift, const Acts& a, int64_t n,
                    float* y, int64_t ldy) {
   for (int64_t t = 0; t < n;) {
@@ -227,15 +244,15 @@ void RowsAllTokens(const RowSet& rset, int64_t ng, int chunk_shift, const Acts& 
     float o[R][kMaxT];
     const int tt = static_cast<int>(std::min<int64_t>(R > 2 ? 1 : kMaxT, n - t));
     if constexpr (R > 2) {
-      Tile<BITS, M, R, 1>(rset.codes, rset.gs, ng, chunk_shift, at, o);
+      Tile<BITS, M, SYM, R, 1>(rset.codes, rset.gs, ng, chunk_shift, at, o);
     } else {
       switch (tt) {
-        case 1: Tile<BITS, M, R, 1>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
-        case 2: Tile<BITS, M, R, 2>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
-        case 3: Tile<BITS, M, R, 3>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
-        case 4: Tile<BITS, M, R, 4>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
-        case 5: Tile<BITS, M, R, 5>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
-        default: Tile<BITS, M, R, 6>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 1: Tile<BITS, M, SYM, R, 1>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 2: Tile<BITS, M, SYM, R, 2>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 3: Tile<BITS, M, SYM, R, 3>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 4: Tile<BITS, M, SYM, R, 4>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        case 5: Tile<BITS, M, SYM, R, 5>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
+        default: Tile<BITS, M, SYM, R, 6>(rset.codes, rset.gs, ng, chunk_shift, at, o); break;
       }
     }
     for (int r = 0; r < R; ++r) {
@@ -253,7 +270,7 @@ int Log2(int64_t v) {
   return s;
 }
 
-template <int BITS, Mode M>
+template <int BITS, Mode M, bool SYM = false>
 void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy,
          int64_t row_begin, int64_t row_end, const ActCache* acts) {
   const WeightFormat& f = w.format;
@@ -262,7 +279,10 @@ void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy
   const int chunk_shift = M == Mode::kRow ? 0 : Log2(f.group_size) - 5;
   const int64_t row_bytes = cp / kQuantChunk * (BITS * 4);
   const auto* base = static_cast<const uint8_t*>(w.data);
-  const auto* scales = static_cast<const GroupScale*>(w.aux[0]);
+  // Group scales: GroupScale [rows][ng], or for GGUF Q8_0's split layout fp16 d [rows][ng]
+  // after the codes (ggml_quant.h).
+  constexpr int64_t kSB = kScaleBytes<SYM>;
+  const auto* scales = SYM ? base + w.rows * row_bytes : static_cast<const uint8_t*>(w.aux[0]);
   const auto* row_scales = static_cast<const float*>(w.aux[0]);
 
   Acts a;
@@ -287,7 +307,7 @@ void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy
   a.bias = biasbuf.data();
   a.row_bytes = row_bytes;
   a.end = base + row_end * row_bytes;
-  if (M != Mode::kRow) a.s_end = reinterpret_cast<const uint8_t*>(scales + row_end * ng);
+  if (M != Mode::kRow) a.s_end = scales + row_end * ng * kSB;
 
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n - t0);
@@ -325,17 +345,17 @@ void Run(const PackedWeight& w, const float* x, int64_t n, float* y, int64_t ldy
           const int nr = static_cast<int>(std::min<int64_t>(rb, p1 - r));
           for (int i = 0; i < nr; ++i) {
             rs.codes[i] = base + (r + i) * row_bytes;
-            rs.gs[i] = M == Mode::kRow ? nullptr : scales + (r + i) * ng;
+            rs.gs[i] = M == Mode::kRow ? nullptr : scales + (r + i) * ng * kSB;
             rs.rs[i] = M == Mode::kRow ? row_scales[r + i] : 1.0f;
             rs.rows[i] = r + i;
           }
           float* yr = yt + t * ldy;
           if (nr == 4) {
-            RowsAllTokens<BITS, M, 4>(rs, ng, chunk_shift, at, tn, yr, ldy);
+            RowsAllTokens<BITS, M, SYM, 4>(rs, ng, chunk_shift, at, tn, yr, ldy);
           } else if (nr >= 2) {
-            RowsAllTokens<BITS, M, 2>(rs, ng, chunk_shift, at, tn, yr, ldy);
+            RowsAllTokens<BITS, M, SYM, 2>(rs, ng, chunk_shift, at, tn, yr, ldy);
           } else {
-            RowsAllTokens<BITS, M, 1>(rs, ng, chunk_shift, at, tn, yr, ldy);
+            RowsAllTokens<BITS, M, SYM, 1>(rs, ng, chunk_shift, at, tn, yr, ldy);
           }
           r += nr >= 4 ? 4 : nr >= 2 ? 2 : 1;
         }
@@ -383,6 +403,9 @@ void GemmQuant8A8Avx512Acts(const PackedWeight& w, const float* x, int64_t n, fl
   if (n <= 0 || row_begin >= row_end) return;
   if (static_cast<QuantVariant>(w.format.variant) == QuantVariant::kInt8Row) {
     return Run<8, Mode::kRow>(w, x, n, y, ldy, row_begin, row_end, nullptr);
+  }
+  if (w.format.variant == kGgufVariantQ8_0) {
+    return Run<8, Mode::kGroup32, true>(w, x, n, y, ldy, row_begin, row_end, acts);
   }
   const bool g32 = w.format.group_size == kQuantChunk;
   switch (w.format.bits) {

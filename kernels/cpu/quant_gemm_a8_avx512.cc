@@ -25,7 +25,7 @@
 // bytes each; lane l of the scales = chunk l). Columns after the last full span keep the
 // 128-column blocks above.
 //
-// GGUF Q4_0 in its split layout (kLayoutGgufQ4Split, ggml_quant.h) runs here as group 32 in
+// GGUF Q4_0 in its split layout (kLayoutGgufSplit, ggml_quant.h) runs here as group 32 in
 // superblock order whose scales are fp16 d alone: min = -8 d (Tile's SYM).
 //
 // Batch invariance: every (row, token) output is the same chain of operations whatever the
@@ -327,7 +327,7 @@ namespace {
 // This kernel's activation layouts: canonical blocks, or superblocks first (quant.h).
 // (GGUF Q4_0's split layout stores its codes in superblock order too: ggml_quant.h.)
 bool SuperblockOrder(const WeightFormat& f) {
-  return f.layout == kLayoutA8Superblock || f.layout == kLayoutGgufQ4Split;
+  return f.layout == kLayoutA8Superblock || f.layout == kLayoutGgufSplit;
 }
 int ActsKind(const WeightFormat& f) {
   return SuperblockOrder(f) ? ActCache::kQuant4A8Sb : ActCache::kQuant4A8;

@@ -243,22 +243,23 @@ TEST(GgufQuant, GemmA8Parity) {
   }
 }
 
-// Q4_0's split layout (kLayoutGgufQ4Split, ggml_quant.h): codes (superblock order) then fp16
-// scales, in place or copied; it decodes to the same values, and the W4A8 int4 kernel that
-// runs it matches the Q4_0 A8 definition (GemmGgufA8Ref on the file layout) with batch,
-// row-range and shared-activation invariance.
+// The split layout (kLayoutGgufSplit, ggml_quant.h): codes (Q4_0: superblock order; Q8_0:
+// q + 128) then fp16 scales, in place or copied; it decodes to the same values, and the int
+// group kernel that runs it (W4A8 int4 / W8A8 int8, group 32) matches the format's A8
+// definition (GemmGgufA8Ref on the file layout) with batch, row-range and shared-activation
+// invariance.
 Blocks Split(const Blocks& b, bool in_place) {
   Blocks s = b;
   auto* dst = s.bytes.data();
   if (in_place) {
-    GgufQ4ToSplit(dst, dst, b.w.rows, b.w.cols);
+    GgufToSplit(b.w.format, dst, dst, b.w.rows, b.w.cols);
   } else {
     std::vector<uint8_t> out(b.w.data_bytes);
-    GgufQ4ToSplit(b.bytes.data(), out.data(), b.w.rows, b.w.cols);
+    GgufToSplit(b.w.format, b.bytes.data(), out.data(), b.w.rows, b.w.cols);
     std::copy(out.begin(), out.end(), dst);
   }
   s.w.data = dst;
-  s.w.format.layout = kLayoutGgufQ4Split;
+  s.w.format.layout = kLayoutGgufSplit;
   return s;
 }
 
@@ -266,10 +267,13 @@ Blocks Split(const Blocks& b, bool in_place) {
 // (1536), spans and a 64-column tail (2112).
 const std::pair<int64_t, int64_t> kSplitShapes[] = {{3, 64}, {7, 192}, {5, 576}, {4, 1536}, {6, 2112}};
 
-TEST(GgufQ4Split, DecodesToTheFileValues) {
+class GgufSplit : public ::testing::TestWithParam<bool> {};  // Q8_0 (true) or Q4_0
+
+TEST_P(GgufSplit, DecodesToTheFileValues) {
+  const bool q8 = GetParam();
   std::mt19937 rng(21);
   for (auto [rows, cols] : kSplitShapes) {
-    Blocks b = Make(false, rows, cols, rng);
+    Blocks b = Make(q8, rows, cols, rng);
     for (bool in_place : {false, true}) {
       Blocks s = Split(b, in_place);
       EXPECT_EQ(ValidateGgufQuant(s.w), "");
@@ -284,31 +288,33 @@ TEST(GgufQ4Split, DecodesToTheFileValues) {
       EXPECT_EQ(part, std::vector<float>(b.expect.end() - 64, b.expect.end()));
     }
   }
-  // Only Q4_0 with cols % 64 == 0 takes it.
-  Blocks b96 = Make(false, 2, 96, rng);
-  EXPECT_FALSE(GgufQ4SplitApplies(b96.w.format, 96));
-  EXPECT_FALSE(GgufQ4SplitApplies(GgufQ8_0Format(), 128));
-  b96.w.format.layout = kLayoutGgufQ4Split;
+  // Only cols % 64 == 0 takes it, and only from the file layout.
+  Blocks b96 = Make(q8, 2, 96, rng);
+  EXPECT_FALSE(GgufSplitApplies(b96.w.format, 96));
+  b96.w.format.layout = kLayoutGgufSplit;
   EXPECT_NE(ValidateGgufQuant(b96.w), "");
-  WeightFormat q8 = GgufQ8_0Format();
-  q8.layout = kLayoutGgufQ4Split;
-  EXPECT_FALSE(GgufQuantFormatOps().supports(q8));
+  EXPECT_FALSE(GgufSplitApplies(b96.w.format, 128));
+  WeightFormat other = b96.w.format;
+  other.layout = kLayoutGgufSplit + 1;
+  EXPECT_FALSE(GgufQuantFormatOps().supports(other));
 }
 
-TEST(GgufQ4Split, KernelMatchesQ4_0Definition) {
+TEST_P(GgufSplit, KernelMatchesTheFormatsDefinition) {
+  const bool q8 = GetParam();
   const CpuFeatures& f = GetCpuFeatures();
   if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni) ||
       ActiveIsa() != CpuIsa::kAvx512) {
     GTEST_SKIP() << "no AVX-512 VNNI";
   }
-  EXPECT_TRUE(GgufQ4SplitApplies(GgufQ4_0Format(), 128));
+  EXPECT_TRUE(GgufSplitApplies(q8 ? GgufQ8_0Format() : GgufQ4_0Format(), 128));
   std::mt19937 rng(22);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   ActCache cache;
   for (auto [rows, cols] : kSplitShapes) {
-    Blocks b = Make(false, rows, cols, rng);
+    Blocks b = Make(q8, rows, cols, rng);
     Blocks s = Split(b, true);
-    ASSERT_TRUE(GemmUsesQuant4A8(s.w.format));
+    ASSERT_EQ(GemmUsesQuant4A8(s.w.format), !q8);
+    ASSERT_EQ(GemmUsesQuant8A8(s.w.format), q8);
     for (int64_t n : {1, 2, 3, 7, 70}) {
       std::vector<float> x(n * cols);
       for (float& v : x) v = u(rng);
@@ -318,9 +324,9 @@ TEST(GgufQ4Split, KernelMatchesQ4_0Definition) {
       GemmGgufA8Ref(s.w, x.data(), n, ref_split.data(), rows, 0, rows);
       ASSERT_EQ(ref_split, ref);
       Gemm(s.w, x.data(), n, y.data(), rows, 0, rows);
-      // As GemmA8Parity; the -8 d term is summed apart (min * sum of x^), so a few ulps of
-      // the partial sums differ from the reference.
-      const double tol = 1e-6 * 0.05 * 128 * static_cast<double>(cols);
+      // As GemmA8Parity; the -8 d (-128 d) term is summed apart (min * sum of x^), so a few
+      // ulps of the partial sums differ from the reference.
+      const double tol = 1e-6 * 0.05 * (q8 ? 256 : 128) * static_cast<double>(cols);
       for (int64_t i = 0; i < n * rows; ++i) {
         ASSERT_NEAR(y[i], ref[i], tol) << rows << "x" << cols << " n=" << n << " i=" << i;
       }
@@ -343,6 +349,9 @@ TEST(GgufQ4Split, KernelMatchesQ4_0Definition) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Formats, GgufSplit, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "Q8_0" : "Q4_0"; });
 
 }  // namespace
 }  // namespace compressd::kernels

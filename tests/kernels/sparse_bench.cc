@@ -5,10 +5,10 @@
 // (>= 128 MiB in all) are cycled so that the weights come from DRAM, as in a whole model.
 //
 // Args: {format (0 sparse50, 1 2:4, 2 gqsa50-int4, 3 q8_0, 4 q4_0, 5 bf16, 6 q8_0-a8,
-// 7 q4_0-a8, 8 q4_0-split), n}. q8_0/q4_0 run what Gemm() picks (GgufUsesA8); the -a8
-// variants force the int8-activation VNNI path (GemmGgufA8Avx512) for comparison; q4_0-split
-// is Q4_0 in the layout the engine gives it on such CPUs (kLayoutGgufQ4Split, the W4A8 int4
-// kernel).
+// 7 q4_0-a8, 8 q4_0-split, 9 q8_0-split), n}. q8_0/q4_0 run what Gemm() picks (GgufUsesA8);
+// the -a8 variants force the int8-activation VNNI path (GemmGgufA8Avx512) for comparison;
+// the -split ones are the layout the engine gives them on such CPUs (kLayoutGgufSplit: the
+// W4A8 int4 / W8A8 int8 group kernels).
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -93,20 +93,20 @@ size_t Bytes(const PackedWeight& w) {
 
 void BM_SparseGemm(benchmark::State& state) {
   const int label = static_cast<int>(state.range(0));
-  const bool a8 = label == 6 || label == 7, split = label == 8;
-  if ((a8 && !GetCpuFeatures().avx512vnni) ||
-      (split && !GgufQ4SplitApplies(GgufQ4_0Format(), kCols))) {
+  const bool a8 = label == 6 || label == 7, split = label == 8 || label == 9;
+  const int format = label == 8 ? 4 : label == 9 ? 3 : a8 ? label - 3 : label;
+  const WeightFormat gguf = format == 3 ? GgufQ8_0Format() : GgufQ4_0Format();
+  if ((a8 && !GetCpuFeatures().avx512vnni) || (split && !GgufSplitApplies(gguf, kCols))) {
     state.SkipWithError("no AVX-512 VNNI");
     return;
   }
-  const int format = split ? 4 : a8 ? label - 3 : label;
   const int64_t n = state.range(1);
   std::mt19937 rng(7);
   std::vector<Owned> pool;
   pool.push_back(Make(format, rng));
   if (split) {
-    GgufQ4ToSplit(pool[0].data.data(), pool[0].data.data(), kRows, kCols);
-    pool[0].view.format.layout = kLayoutGgufQ4Split;
+    GgufToSplit(gguf, pool[0].data.data(), pool[0].data.data(), kRows, kCols);
+    pool[0].view.format.layout = kLayoutGgufSplit;
   }
   const size_t bytes = Bytes(pool[0].view);
   const size_t copies = std::max<size_t>(2, kPoolBytes / bytes);
@@ -134,12 +134,13 @@ void BM_SparseGemm(benchmark::State& state) {
   state.counters["GFLOPs"] = benchmark::Counter(2.0 * kRows * kCols * n * state.iterations(),
                                                 benchmark::Counter::kIsRate);
   static const char* kNames[] = {"sparse50", "2:4",  "gqsa50-int4", "q8_0",
-                                 "q4_0",     "bf16", "q8_0-a8",     "q4_0-a8", "q4_0-split"};
+                                 "q4_0",     "bf16", "q8_0-a8",     "q4_0-a8", "q4_0-split",
+                                 "q8_0-split"};
   state.SetLabel(kNames[label]);
 }
 
 BENCHMARK(BM_SparseGemm)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8}, {1, 4, 16}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 4, 16}})
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.3);
 

@@ -16,13 +16,17 @@
 // up to 4 rows is widened to fp32 in L1 and multiplied with the shared engine of
 // kernels/sparse_tile.h (exact fp32 activations). Both are batch invariant.
 //
-// CPU kernel layout of Q4_0 (WeightFormat::layout == kLayoutGgufQ4Split; made at load by
+// CPU kernel layout (WeightFormat::layout == kLayoutGgufSplit; made at load by
 // UseCpuKernelLayouts, engine/compress/linear.h, never written to files): the same bytes and
-// values, split in two arrays so that the W4A8 kernel of the int4 group formats runs them
-// (GemmQuant4A8Avx512, quant.h): data = codes [rows][cols / 2] (each block's 16 code bytes as
-// in the file, which is the 4-bit chunk layout of quant.h, with every full 512-column span in
-// superblock order, PermuteQuant4Superblocks), followed at byte rows * cols / 2 by the fp16
-// scales d [rows][cols / 32]; the group's min is -8 d. Needs cols % 64 == 0 (GgufQ4SplitApplies).
+// values, split in two arrays so that the A8 kernels of the int group formats run them
+// (quant.h), the scales stored after the codes as fp16 d [rows][cols / 32]:
+//   Q4_0: data = codes [rows][cols / 2] (each block's 16 code bytes as in the file, which is
+//         the 4-bit chunk layout of quant.h, with every full 512-column span in superblock
+//         order, PermuteQuant4Superblocks), d at byte rows * cols / 2; run by
+//         GemmQuant4A8Avx512 as int4 group 32 with min = -8 d.
+//   Q8_0: data = codes [rows][cols] as u8 (q + 128, i.e. q ^ 0x80), d at byte rows * cols;
+//         run by GemmQuant8A8Avx512 as int8 group 32 with min = -128 d.
+// Needs cols % 64 == 0 (GgufSplitApplies).
 #pragma once
 
 #include <cstdint>
@@ -60,13 +64,14 @@ size_t GgufQuantBytes(const WeightFormat& f, int64_t rows, int64_t cols);
 // "" when w's buffers match its format and shape, else what is wrong.
 std::string ValidateGgufQuant(const PackedWeight& w);
 
-inline constexpr uint8_t kLayoutGgufQ4Split = 2;
-// True when f (Q4_0, file layout) of `cols` columns takes the split layout on this CPU: the
-// W4A8 path runs (GgufUsesA8) and cols % 64 == 0.
-bool GgufQ4SplitApplies(const WeightFormat& f, int64_t cols);
-// Q4_0 blocks [rows][cols / 32] at src -> split layout at dst (same size); src == dst is
+inline constexpr uint8_t kLayoutGgufSplit = 2;
+// True when f (Q8_0 or Q4_0, file layout) of `cols` columns takes the split layout on this
+// CPU: the A8 path runs (GgufUsesA8) and cols % 64 == 0.
+bool GgufSplitApplies(const WeightFormat& f, int64_t cols);
+// f's blocks [rows][cols / 32] at src -> split layout at dst (same size); src == dst is
 // allowed.
-void GgufQ4ToSplit(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t cols);
+void GgufToSplit(const WeightFormat& f, const uint8_t* src, uint8_t* dst, int64_t rows,
+                 int64_t cols);
 
 // Table for kQuant variants >= 100 (supports/row_align/gemm/dequantize_rows).
 const FormatOps& GgufQuantFormatOps();

@@ -132,12 +132,17 @@ TEST(CpuKernelLayouts, CheckpointReadInPlaceIsCopiedNotWritten) {
   EXPECT_EQ(testing::ReadFileOrDie(file), before) << "the checkpoint file changed";
 }
 
-TEST(CpuKernelLayouts, GgufQ4_0TakesTheSplitLayout) {
+// GGUF Q8_0 and Q4_0 files: every matrix takes the split layout (kernels/ggml_quant.h).
+class GgufSplitLayout : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(GgufSplitLayout, EveryMatrixTakesIt) {
   REQUIRE_SHARED(dir, "models/kdocs-7m");
-  if (!kernels::GgufQ4SplitApplies(kernels::GgufQ4_0Format(), 256)) {
-    GTEST_SKIP() << "the W4A8 kernel does not run on this CPU";
+  const bool q8 = GetParam() == GgmlType::kQ8_0;
+  const kernels::WeightFormat format = q8 ? kernels::GgufQ8_0Format() : kernels::GgufQ4_0Format();
+  if (!kernels::GgufSplitApplies(format, 256)) {
+    GTEST_SKIP() << "the A8 kernels do not run on this CPU";
   }
-  const std::string path = testing::WriteKdocsGguf(dir, GgmlType::kQ4_0);
+  const std::string path = testing::WriteKdocsGguf(dir, GetParam());
   const std::string before = testing::ReadFileOrDie(path);
   auto plain = Load(path, "auto", false);
   auto fast = Load(path, "auto", true);
@@ -152,9 +157,9 @@ TEST(CpuKernelLayouts, GgufQ4_0TakesTheSplitLayout) {
       // Every matrix has 256 or 704 columns (multiples of 64).
       for (auto [p, f] : {std::pair{&P.q, &F.q}, {&P.k, &F.k}, {&P.v, &F.v}, {&P.o, &F.o},
                           {&P.gate, &F.gate}, {&P.up, &F.up}, {&P.down, &F.down}}) {
-        EXPECT_EQ(p->w.format.variant, kernels::kGgufVariantQ4_0);
+        EXPECT_EQ(p->w.format.variant, format.variant);
         EXPECT_EQ(p->w.format.layout, 0);
-        EXPECT_EQ(f->w.format.layout, kernels::kLayoutGgufQ4Split) << "layer " << i;
+        EXPECT_EQ(f->w.format.layout, kernels::kLayoutGgufSplit) << "layer " << i;
         EXPECT_EQ(f->bytes(), p->bytes());
         EXPECT_FALSE(MmapFile::IsMapped(f->w.data, f->w.data_bytes));
         ASSERT_EQ(Rows(*f), Rows(*p)) << "layer " << i;
@@ -173,11 +178,16 @@ TEST(CpuKernelLayouts, GgufQ4_0TakesTheSplitLayout) {
   std::remove(path.c_str());
 }
 
+INSTANTIATE_TEST_SUITE_P(Formats, GgufSplitLayout, ::testing::Values(GgmlType::kQ8_0, GgmlType::kQ4_0),
+                         [](const auto& info) {
+                           return info.param == GgmlType::kQ8_0 ? "Q8_0" : "Q4_0";
+                         });
+
 // Bytes the Linear views from its checkpoint tensor (LoadModel passes them as source_bytes:
 // a tied embedding table may view them too) are rewritten into a copy; bytes it owns alone
 // are rewritten in place.
 TEST(CpuKernelLayouts, TensorBytesAreCopiedOwnedBytesRewrittenInPlace) {
-  if (!kernels::GgufQ4SplitApplies(kernels::GgufQ4_0Format(), 128)) {
+  if (!kernels::GgufSplitApplies(kernels::GgufQ4_0Format(), 128)) {
     GTEST_SKIP() << "the W4A8 kernel does not run on this CPU";
   }
   const int64_t rows = 3, cols = 128;
@@ -198,13 +208,13 @@ TEST(CpuKernelLayouts, TensorBytesAreCopiedOwnedBytesRewrittenInPlace) {
   const std::vector<float> want = Rows(l);
 
   const Linear copied = UseCpuKernelLayouts(l, l.w.data);
-  EXPECT_EQ(copied.w.format.layout, kernels::kLayoutGgufQ4Split);
+  EXPECT_EQ(copied.w.format.layout, kernels::kLayoutGgufSplit);
   EXPECT_NE(copied.w.data, l.w.data);
   EXPECT_EQ(*bytes, original) << "the tensor's bytes were written";
   EXPECT_EQ(Rows(copied), want);
 
   const Linear in_place = UseCpuKernelLayouts(l);
-  EXPECT_EQ(in_place.w.format.layout, kernels::kLayoutGgufQ4Split);
+  EXPECT_EQ(in_place.w.format.layout, kernels::kLayoutGgufSplit);
   EXPECT_EQ(in_place.w.data, l.w.data);
   EXPECT_NE(*bytes, original);
   EXPECT_EQ(Rows(in_place), want);
