@@ -50,6 +50,9 @@ namespace {
 constexpr int64_t kBlock = 64;       // columns per 64-byte code block (two chunks)
 constexpr int64_t kTokenBlock = 64;  // tokens whose activations are prepared together
 constexpr int kMaxT = 6;             // 2 rows x 6 tokens in batches
+// 8-bit decode tiles too large for NextTilePrefetch (long rows) prefetch each row this far
+// ahead of itself, as the A16 kernel does (quant_gemm_8a16_avx512.cc).
+constexpr int64_t kRowAhead = 1024;
 
 // kRow: kInt8Row. kGroupWide: group >= 64 (a block lies in one group: the group scale is a
 // broadcast). kGroup32: group 32 (a block spans two groups: lanes 0-7 and 8-15).
@@ -144,6 +147,7 @@ void Tile(const uint8_t* const* codes, const uint8_t* const* gs, int64_t ng, int
           const Acts& a, float (*out)[kMaxT]) {
   constexpr int64_t kSB = kScaleBytes<SYM>;
   NextTilePrefetch pf(codes[R - 1] + a.row_bytes, a.end, R * a.row_bytes);  // the rows after the tile
+  const bool row_ahead = R * a.row_bytes > NextTilePrefetch::kMaxTileBytes;
   // Group scales: a second sequential stream, one window of 16 per row and step (as in
   // quant_gemm_a8_avx512.cc).
   NextTilePrefetch spf;
@@ -191,6 +195,14 @@ void Tile(const uint8_t* const* codes, const uint8_t* const* gs, int64_t ng, int
         idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(2 * (b - b0))), lane_chunk);
       }
       pf.Step<R * BITS * 8>();
+      if constexpr (BITS == 8 && T == 1) {
+        if (row_ahead) {
+          for (int r = 0; r < R; ++r) {
+            _mm_prefetch(reinterpret_cast<const char*>(codes[r] + b * kBlock + kRowAhead),
+                         _MM_HINT_T0);
+          }
+        }
+      }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         wv[r] = LoadBlock<BITS>(codes[r], b);

@@ -40,6 +40,7 @@ PackedQuant MakeWeight(const std::string& fmt, int64_t rows, int64_t cols) {
   if (fmt == "int8") return PackInt8Rows(w.data(), rows, cols, false);
   if (fmt == "w8a8") return PackInt8Rows(w.data(), rows, cols, true);
   if (fmt == "int8-g128") return PackGroup(w.data(), rows, cols, 8, 128);
+  if (fmt == "int8-g32") return PackGroup(w.data(), rows, cols, 8, 32);
   if (fmt == "int4-sb" || fmt == "int4-g32-sb") {
     // The engine's in-memory order for the W4A8 kernel (kLayoutA8Superblock).
     PackedQuant p = PackGroup(w.data(), rows, cols, 4, fmt == "int4-sb" ? 128 : 32);
@@ -122,6 +123,7 @@ void Args2(benchmark::internal::Benchmark* b) {
 QUANT_BENCH(int8, "int8");
 QUANT_BENCH(w8a8, "w8a8");
 QUANT_BENCH(int8_g128, "int8-g128");
+QUANT_BENCH(int8_g32, "int8-g32");
 QUANT_BENCH(int4, "int4");
 QUANT_BENCH(int4_g32, "int4-g32");
 QUANT_BENCH(int4_sb, "int4-sb");
