@@ -28,6 +28,9 @@ struct TensorView {
   const void* data = nullptr;
   size_t bytes = 0;
   std::shared_ptr<const void> owner;  // keeps `data` alive
+  // The model goes on reading these bytes through another view (a tied lm_head's embedding
+  // table): what is built from this view must never rewrite them in place.
+  bool shared = false;
 
   int64_t numel() const {
     int64_t n = 1;

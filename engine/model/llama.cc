@@ -78,8 +78,11 @@ absl::Status BuildLlamaFamily(const TensorSource& src, const LinearFactory& make
     ASSIGN_OR_RETURN(w.lm_head,
                      LoadLinear(src, make, "lm_head.weight", c.vocab_size, c.hidden_size));
   } else {
-    // Tied: the output projection reads the embedding table (compressed like any linear).
-    ASSIGN_OR_RETURN(w.lm_head, make("lm_head.weight", w.embed));
+    // Tied: the output projection reads the embedding table (compressed like any linear),
+    // which the embeddings keep reading unless they switch to its copy below.
+    TensorView table = w.embed;
+    table.shared = true;
+    ASSIGN_OR_RETURN(w.lm_head, make("lm_head.weight", table));
     // When that made a new copy (compressed or converted), embeddings read it too, so the
     // model holds one table. Two-GEMM formats have no per-row dequantization.
     w.embed_from_lm_head = w.lm_head.w.data != w.embed.data && !w.lm_head.first &&

@@ -150,10 +150,10 @@ absl::StatusOr<std::shared_ptr<Model>> LoadModel(const LoadOptions& options_in) 
     auto r = factory(name, t);
     if (r.ok() && !options.mmap_weights) *r = OwnMappedBuffers(*r);
     if (r.ok() && options.cpu_kernel_layouts) {
-      // A tied lm_head is built from the embedding table, which the model goes on reading:
-      // its bytes are rewritten into a copy, never in place. (Every other tensor view is
-      // this Linear's alone: e.g. GGUF Q/K rows un-permuted into a buffer of their own.)
-      *r = UseCpuKernelLayouts(*r, name == "lm_head.weight" ? t.data : nullptr);
+      // Bytes the model reads elsewhere too (TensorView::shared: a tied lm_head's embedding
+      // table) are rewritten into a copy, never in place; every other view is this Linear's
+      // alone (e.g. GGUF Q/K rows un-permuted into a buffer of their own).
+      *r = UseCpuKernelLayouts(*r, t.shared ? t.data : nullptr);
     }
     if (r.ok() && !LinearHoldsOwner(*r, t.owner)) MmapFile::ReleasePages(t.data, t.bytes);
     if (options.progress) options.progress(++done, total);
