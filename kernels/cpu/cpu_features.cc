@@ -65,6 +65,8 @@ const CpuFeatures& GetCpuFeatures() {
   return f;
 }
 
+bool VnniActive() { return ActiveIsa() == CpuIsa::kAvx512 && GetCpuFeatures().avx512vnni; }
+
 CpuIsa ActiveIsa() {
   static const CpuIsa env_cap = EnvCap();
   const CpuFeatures& f = GetCpuFeatures();

@@ -134,8 +134,7 @@ void GgufDecodeRef(const PackedWeight& w, int64_t r, int64_t k0, int64_t len, fl
 constexpr bool kGgufA8Default = true;
 
 bool GgufUsesA8(const WeightFormat& f) {
-  return kGgufA8Default && Supports(f) && !IsSplit(f) && ActiveIsa() == CpuIsa::kAvx512 &&
-         GetCpuFeatures().avx512vnni;
+  return kGgufA8Default && Supports(f) && !IsSplit(f) && VnniActive();
 }
 
 bool GgufSplitApplies(const WeightFormat& f, int64_t cols) {

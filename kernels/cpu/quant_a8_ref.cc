@@ -32,9 +32,6 @@ void QuantizeChunksQ8(const float* x, int64_t cols, int64_t cols_pad, int8_t* q,
 }  // namespace quant_internal
 
 namespace {
-// The integer (VNNI) kernels run on this CPU.
-bool VnniActive() { return ActiveIsa() == CpuIsa::kAvx512 && GetCpuFeatures().avx512vnni; }
-
 // GGUF Q8_0 / Q4_0 in the split layout (ggml_quant.h), run by the int group kernels.
 bool GgufSplit(const WeightFormat& f, uint32_t variant) {
   return f.kind == WeightKind::kQuant && f.variant == variant && f.layout == kLayoutGgufSplit &&

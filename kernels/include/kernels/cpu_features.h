@@ -26,6 +26,9 @@ const CpuFeatures& GetCpuFeatures();
 // Best ISA this CPU supports, capped by COMPRESSD_CPU_ISA and by SetIsaCap().
 CpuIsa ActiveIsa();
 
+// The AVX-512 VNNI integer kernels run: ActiveIsa() is kAvx512 and the CPU has VNNI.
+bool VnniActive();
+
 // Cap the ISA used from now on (tests; pass kAvx512 to remove the cap).
 void SetIsaCap(CpuIsa cap);
 
