@@ -49,7 +49,9 @@ std::string Title(const std::string& s) {
   return r;
 }
 
-List Split(const std::string& s, const Value* sep) {
+// str.split(sep): on whitespace runs without sep; else sep must be a non-empty string (as in
+// Python, where an empty one is an error: here it would never advance).
+absl::StatusOr<List> Split(const std::string& s, const Value* sep) {
   List out;
   if (sep == nullptr || sep->is(K::kNone) || sep->is(K::kUndefined)) {
     size_t p = 0;
@@ -61,6 +63,9 @@ List Split(const std::string& s, const Value* sep) {
       p = q;
     }
     return out;
+  }
+  if (!sep->is(K::kString) || sep->s.empty()) {
+    return Bad("split() separator must be a non-empty string");
   }
   const std::string& d = sep->s;
   size_t p = 0;
@@ -280,7 +285,10 @@ absl::StatusOr<Value> CallMethod(const Value& obj, const std::string& name, cons
     if (name == "lower") return Value::Str(Lower(s));
     if (name == "title") return Value::Str(Title(s));
     if (name == "capitalize") return Value::Str(Capitalize(s));
-    if (name == "split") return Value::MakeList(Split(s, a.Get(0, "sep")));
+    if (name == "split") {
+      ASSIGN_OR_RETURN(List parts, Split(s, a.Get(0, "sep")));
+      return Value::MakeList(std::move(parts));
+    }
     if (name == "replace") return Replace(s, a.Get(0, "old"), a.Get(1, "new"));
     if (name == "startswith" || name == "endswith") {
       const Value* p = a.Get(0, "prefix");

@@ -440,6 +440,25 @@ TEST(ChatTemplateTest, RunawayTemplatesStopWithAnError) {
   EXPECT_EQ(RenderStatus(ifs).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// split() with an empty (or non-string) separator never advanced and grew its list until the
+// process ran out of memory (found by chat_template_fuzz as a timeout): now an error, as
+// Python's ValueError. Splitting on whitespace or on a real separator is unchanged.
+TEST(ChatTemplateTest, SplitNeedsANonEmptySeparator) {
+  for (const char* tmpl : {"{{ 'a,b'.split('') }}", "{{ 'a,b'.split(sep='') | join('-') }}",
+                           "{{ 'a1b'.split(1) }}", "{{ 'a,b'.split([',']) }}"}) {
+    const absl::Status st = RenderStatus(tmpl);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << tmpl;
+    EXPECT_NE(std::string(st.message()).find("split() separator must be a non-empty string"),
+              std::string::npos)
+        << tmpl << ": " << st;
+  }
+  auto ok = RenderChatTemplate("{{ ' a  b '.split() | join('+') }}|{{ 'a,,b'.split(',') | join('+') }}"
+                               "|{{ 'a,b'.split(none) | length }}",
+                               {}, {});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, "a+b|a++b|1");
+}
+
 // A namespace stored inside itself (directly, in a list, or in a dict) would be a reference
 // cycle that is never freed: an error naming the attribute (found by chat_template_fuzz as a
 // leak). Storing another namespace, or the same values twice, stays allowed.
